@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The project's whole test suite, as the README and CI run it (from the repository root, in an installed venv).
+set -euo pipefail
+export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error TOKENIZERS_PARALLELISM=false
+cd "$(dirname "$0")/.."
+
+echo "== 1. the exported library matches the notebooks"
+nbdev-export
+if [ -n "$(git status --porcelain -- em_tutorial)" ]; then
+  git status --porcelain -- em_tutorial; git --no-pager diff --stat -- em_tutorial
+  echo "em_tutorial/ differs from the notebooks: run nbdev-export and commit."; exit 1
+fi
+
+echo "== 2. notebooks are clean"
+nbdev-clean
+if [ -n "$(git status --porcelain -- nbs)" ]; then
+  git status --porcelain -- nbs; echo "notebooks are not clean: run nbdev-clean and commit."; exit 1
+fi
+
+echo "== 3. README.md is generated from nbs/index.ipynb"
+python tools/make_readme.py --check
+
+echo "== 4. notebooks (nbdev-test; cells flagged slow or cuda are skipped)"
+time nbdev-test
+
+echo "== 5. pytest (tests marked slow are skipped; run them with: pytest -m slow)"
+time python -m pytest -q -m "not slow and not cuda" tests
+
+echo "== 6. docs pre-processing (nbdev-proc-nbs; Quarto renders the site where it can be installed)"
+rm -rf _proc
+log=$(mktemp)
+if ! nbdev-proc-nbs >"$log" 2>&1 || grep -q "Traceback" "$log"; then
+  grep -v -i "quarto\|sudo" "$log"; echo "nbdev-proc-nbs failed"; exit 1
+fi
+python - <<'PY'
+from pathlib import Path
+import nbformat
+nbs = sorted(Path("nbs").rglob("*.ipynb"))
+procs = [Path("_proc")/p.relative_to("nbs") for p in nbs if not p.name.startswith("_")]
+missing = [str(p) for p in procs if not p.exists()]
+assert not missing, f"nbdev-proc-nbs did not process: {missing}"
+for p in procs: nbformat.validate(nbformat.read(p, as_version=4))
+print(f"{len(procs)} notebooks pre-processed for the docs")
+PY
+echo "== all checks passed"
