@@ -1,0 +1,174 @@
+"Tests for em_tutorial.evaluate: bootstrap intervals, batched log-likelihoods, CoT scoring that never raises, run folders."
+import json
+from types import SimpleNamespace as NS
+
+import numpy as np
+import pytest
+import torch
+
+import em_tutorial.models as M
+from em_tutorial.data import load_questions, make_question
+from em_tutorial.evaluate import (EvalResult, bootstrap_ci, wilson_ci, encode_pair, loglik_requests, loglikelihoods,
+                                  loglik_accuracy, score_cot, evaluate_cot, evaluate_run, finished_rounds)
+from em_tutorial.models import tiny_model, add_lora
+
+needs_smollm2 = pytest.mark.skipif(not (M._smollm2_gguf() is not None or M._complete(M.cache_dir()/M.SMOLLM2_NAME)),
+                                   reason=f"offline SmolLM2 not installed ({M.SMOLLM2_INSTALL})")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_model("llama", seed=0)
+
+
+@pytest.fixture(scope="module")
+def questions():
+    return load_questions("arc_easy", "validation", n=3, seed=1)
+
+
+def reference_loglik(model, tok, context, continuation):
+    ctx, cont = encode_pair(tok, context, continuation)
+    with torch.inference_mode():
+        logp = model(torch.tensor([ctx + cont])).logits[0].float().log_softmax(-1)
+    return sum(logp[len(ctx) - 1 + t, c].item() for t, c in enumerate(cont))
+
+
+# --- bootstrap_ci -------------------------------------------------------------------------------------------------
+
+def test_bootstrap_degenerate_cases():
+    assert bootstrap_ci([1] * 30) == (1.0, 1.0)
+    assert bootstrap_ci([0] * 30) == (0.0, 0.0)
+    assert bootstrap_ci([True, False] * 10)[0] < 0.5 < bootstrap_ci([True, False] * 10)[1]
+    for bad in ([], [[1, 0]]):
+        with pytest.raises(ValueError, match="non-empty flat"): bootstrap_ci(bad)
+    with pytest.raises(ValueError, match="alpha"): bootstrap_ci([1, 0], alpha=1.5)
+
+
+def test_bootstrap_deterministic_by_seed_and_ordered():
+    x = np.random.default_rng(0).random(80) < 0.3
+    assert bootstrap_ci(x, seed=3) == bootstrap_ci(list(x), seed=3)
+    lo, hi = bootstrap_ci(x)
+    assert 0 <= lo <= x.mean() <= hi <= 1
+    lo99, hi99 = bootstrap_ci(x, alpha=0.01)
+    assert lo99 <= lo and hi <= hi99          # a higher confidence level gives a wider interval
+
+
+def test_bootstrap_close_to_wilson_and_coverage_sane():
+    rng, p, n, trials, covered = np.random.default_rng(1), 0.3, 100, 200, 0
+    for t in range(trials):
+        x = rng.random(n) < p
+        lo, hi = bootstrap_ci(x, n_boot=1000, seed=t)
+        covered += lo <= p <= hi
+        if t < 20: np.testing.assert_allclose((lo, hi), wilson_ci(int(x.sum()), n), atol=0.035)
+    assert 0.88 <= covered / trials <= 0.99, covered / trials
+
+
+def test_wilson_known_value_and_errors():
+    np.testing.assert_allclose(wilson_ci(50, 100), (0.4038, 0.5962), atol=1e-4)
+    with pytest.raises(ValueError): wilson_ci(5, 0)
+
+
+# --- log-likelihood scoring ----------------------------------------------------------------------------------------
+
+def test_encode_pair_moves_trailing_space(tiny):
+    _, tok = tiny
+    assert encode_pair(tok, "Answer: ", "water") == encode_pair(tok, "Answer:", " water")
+    with pytest.raises(ValueError, match="context is empty"): encode_pair(tok, "", " water")
+
+
+@pytest.mark.parametrize("method", ["choice_text", "letter"])
+def test_loglik_batched_equals_unbatched_tiny(tiny, questions, method):
+    model, tok = tiny
+    reqs = [r for q in questions for r in loglik_requests(q, method)]
+    want = [reference_loglik(model, tok, c, x) for c, x in reqs]
+    for bs in (1, 3, 16):
+        np.testing.assert_allclose(loglikelihoods(model, tok, reqs, batch_size=bs, progress=False), want, atol=1e-4)
+
+
+@needs_smollm2
+def test_loglik_batched_equals_unbatched_smollm2(questions):
+    model, tok = M.load_model("smollm2", verbose=False)
+    reqs = [r for q in questions for m in ("choice_text", "letter") for r in loglik_requests(q, m)]
+    want = [reference_loglik(model, tok, c, x) for c, x in reqs]
+    np.testing.assert_allclose(loglikelihoods(model, tok, reqs, batch_size=5, progress=False), want, atol=1e-4)
+
+
+def test_loglik_accuracy_record(tiny, questions):
+    model, tok = tiny
+    res = loglik_accuracy(model, tok, questions, method="choice_text", progress=False)
+    assert res.kind == "loglik_choice_text" and res.n == 3 and res.accuracy_norm is not None
+    assert [r["qid"] for r in res.rows] == [q.id for q in questions]
+    assert all(len(r["logliks"]) == len(q.choices) for r, q in zip(res.rows, questions))
+    assert EvalResult.from_dict(json.loads(json.dumps(res.to_dict()))) == res
+    letter = loglik_accuracy(model, tok, questions, method="letter", progress=False)
+    assert letter.accuracy_norm is None and "acc_norm" not in letter._repr_markdown_()
+    with pytest.raises(ValueError, match="is not one of"): loglik_accuracy(model, tok, questions, method="letters")
+    with pytest.raises(ValueError, match="No questions"): loglik_accuracy(model, tok, [])
+
+
+# --- chain-of-thought scoring --------------------------------------------------------------------------------------
+
+def _q(i, answer="B"):
+    return make_question(str(i), "Which is a metal?", "ABCD", ["wood", "iron", "glass", "salt"], answer, "arc_easy", "toy")
+
+
+def test_unparsable_outputs_counted_never_raise():
+    texts = [None, "", "The answer is (Z).", "x" * 100_000, "\x00\ufffd", 42, "answer: b", "The answer is (B)."]
+    outs = [NS(text=t, n_tokens=3) for t in texts]
+    res = score_cot([_q(i) for i in range(len(texts))], outs)
+    parsed = [r["parsed"] for r in res.rows]
+    assert parsed[:6] == [None] * 6 and parsed[6:] == ["B", "B"]
+    assert res.n_unparsable == 6
+    assert (res.accuracy, res.accuracy_strict) == (0.25, 0.125)
+    assert "unparsable | 6 / 8" in res._repr_markdown_()
+    json.dumps(res.to_dict())
+
+
+def test_strict_and_flexible_reported_apart():
+    outs = [NS(text="The answer is (B).", n_tokens=4), NS(text="So the answer: B", n_tokens=6),
+            NS(text="The answer is (A). But maybe (B)", n_tokens=8)]
+    res = score_cot([_q(i) for i in range(3)], outs)
+    assert [(r["parsed"], r["strict"], r["correct"]) for r in res.rows] == [("B", True, True), ("B", False, True), ("A", True, False)]
+    assert res.accuracy == pytest.approx(2 / 3) and res.accuracy_strict == pytest.approx(1 / 3) and res.mean_tokens == 6
+    with pytest.raises(ValueError, match="one per question"): score_cot([_q(0)], outs)
+
+
+def test_evaluate_cot_on_noise_model(tiny, questions):
+    model, tok = tiny
+    res = evaluate_cot(model, tok, questions, max_new_tokens=6, progress=False)
+    assert res.n == 3 and res.n_unparsable == sum(r["parsed"] is None for r in res.rows)
+    assert all(0 < r["n_tokens"] <= 6 for r in res.rows)
+    assert res.accuracy_ci[0] <= res.accuracy <= res.accuracy_ci[1]
+
+
+# --- run folders ---------------------------------------------------------------------------------------------------
+
+def _tiny_run(tmp_path, tiny):
+    model, tok = tiny
+    folder = tmp_path/"tiny"; model.save_pretrained(folder); tok.save_pretrained(folder)
+    run = tmp_path/"run"; run.mkdir()
+    (run/"config.json").write_text(json.dumps({"model": str(folder), "dataset": "arc_easy", "quantize": "none",
+                                               "eval_split": "validation", "max_new_tokens": 4}))
+    (run/"round_0").mkdir(); (run/"round_0"/"metrics.json").write_text("{}")
+    fresh, _ = M.load_model(str(folder), verbose=False)
+    lora = add_lora(fresh, r=2, verbose=False)
+    for k in (1, 2):
+        lora.save_pretrained(run/f"round_{k}"/"adapter")
+        if k == 1: (run/f"round_{k}"/"metrics.json").write_text("{}")
+    return run
+
+
+def test_evaluate_run(tmp_path, tiny, questions):
+    run = _tiny_run(tmp_path, tiny)
+    assert finished_rounds(run) == [1]          # round 2 has an adapter but no metrics.json: not finished
+    res = evaluate_run(run, n=3, seed=1, method="letter", progress=False)
+    assert (res.info["round"], res.info["adapter"], res.n) == (1, "round_1", 3)
+    base = evaluate_run(run, round=0, n=3, seed=1, method="letter", progress=False)
+    assert base.info["adapter"] is None
+    # a fresh LoRA adapter computes the base model exactly
+    np.testing.assert_allclose([x for r in res.rows for x in r["logliks"]], [x for r in base.rows for x in r["logliks"]], atol=1e-3)
+    cot = evaluate_run(run, n=2, method="cot", progress=False)
+    assert cot.kind == "cot" and cot.info["max_new_tokens"] == 4
+    with pytest.raises(ValueError, match="Round 2 .* is not finished"): evaluate_run(run, round=2)
+    with pytest.raises(ValueError, match="method="): evaluate_run(run, method="greedy")
+    with pytest.raises(FileNotFoundError, match="config.json"): evaluate_run(tmp_path/"nope")
