@@ -1,0 +1,143 @@
+"""Kill tests for `run_em`: kill the loop at a given point (sampling, training, evaluation, a torn trace line),
+run the same call again, and check the run ends exactly like an uninterrupted one — no trace lost or duplicated.
+
+Mechanics only: a random tiny Llama and a test sampler that accepts every sample (a random model never gets an
+answer right, and training needs accepted traces). The kill points are the deterministic `EM_TUTORIAL_KILL_AT`
+hook (os._exit(137), as abrupt as a SIGKILL); one test also SIGKILLs from outside while sampling."""
+import json, os, signal, subprocess, sys, textwrap, time
+from pathlib import Path
+
+import pytest
+
+DRIVER = textwrap.dedent('''
+    import sys, time
+    from em_tutorial.samplers import SAMPLERS, Trace
+    from em_tutorial.generate import generate
+    from em_tutorial.data import build_prompt
+    from em_tutorial.train import EMConfig, run_em, derive_seed
+
+    def accept_all(model, tokenizer, questions, *, temperature, top_p, max_new_tokens, seed, batch_size=None, progress=False):
+        "Test sampler: one sample per question, keyed by (seed, question id), always accepted with the correct answer."
+        prompts = [build_prompt(q, tokenizer) for q in questions]
+        outs = generate(model, tokenizer, prompts, n=1, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                        seed=[derive_seed(seed, 0, q.id) for q in questions], batch_size=batch_size, progress=False)
+        time.sleep(float(sys.argv[2]))  # lets a test SIGKILL the process while a chunk is being sampled
+        return [Trace(qid=q.id, prompt=p, hinted=False, rationale=o[0].text, answer=q.answer, correct=True, accepted=True,
+                      tries=1, tokens=o[0].n_tokens, train_prompt=p, restates_hint=False)
+                for q, p, o in zip(questions, prompts, outs)]
+    SAMPLERS["accept_all"] = accept_all
+
+    cfg = EMConfig(model="tiny-llama", sampler="accept_all", rounds=2, n_train=6, n_eval=2, max_new_tokens=12,
+                   chunk_size=2, batch_size=2, grad_accum=1, lr=5e-2, epochs=1, seed=3)
+    run_em(cfg, sys.argv[1], progress=False)
+''')
+
+
+def _run(tmp_path, run_dir, kill_at=None, slow=0.0, wait=True):
+    driver = tmp_path/"driver.py"
+    if not driver.exists(): driver.write_text(DRIVER)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("EM_TUTORIAL_KILL_AT", None)
+    if kill_at: env["EM_TUTORIAL_KILL_AT"] = kill_at
+    p = subprocess.Popen([sys.executable, str(driver), str(run_dir), str(slow)], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if not wait: return p
+    out, _ = p.communicate(timeout=300)
+    return p.returncode, out
+
+
+def _state(run_dir: Path) -> dict:
+    "Everything a finished run should reproduce: traces (in file order), adapter weights, accuracies."
+    from safetensors.torch import load_file
+    out = {}
+    for k in (1, 2):
+        rd = run_dir/f"round_{k}"
+        rows = [json.loads(l) for l in (rd/"traces.jsonl").read_text().splitlines()]
+        out[f"traces{k}"] = rows
+        out[f"adapter{k}"] = {n: t.tolist() for n, t in load_file(str(rd/"adapter"/"adapter_model.safetensors")).items()}
+        out[f"acc{k}"] = json.loads((rd/"metrics.json").read_text())["eval"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("reference")
+    rc, out = _run(tmp, tmp/"run")
+    assert rc == 0, out
+    return {**_state(tmp/"run"), "tmp": tmp, "run": tmp/"run"}
+
+
+def _check_same(run_dir, reference):
+    state = _state(run_dir)
+    for k in (1, 2):
+        qids = [r["qid"] for r in state[f"traces{k}"]]
+        assert len(qids) == len(set(qids)) == 6, qids                    # nothing duplicated, nothing lost
+        assert state[f"traces{k}"] == reference[f"traces{k}"]
+        assert state[f"adapter{k}"] == reference[f"adapter{k}"]
+        assert state[f"acc{k}"] == reference[f"acc{k}"]
+    assert (run_dir/"metrics.csv").read_text().count("\n") == 4          # header + rounds 0, 1, 2
+    assert all((run_dir/f"round_{k}"/f"{m}.done").exists() for k in (1, 2) for m in ("sampled", "trained", "evaluated"))
+
+
+def test_reference_run_trains(reference):
+    "The uninterrupted run really trains: round 2 samples with round 1's adapter, which differs from round 2's."
+    assert reference["adapter1"] != reference["adapter2"]
+    assert all(r["accepted"] for r in reference["traces1"])
+
+
+@pytest.mark.parametrize("kill_at", ["round1.chunk1", "round1.train", "round2.chunk0"])
+def test_kill_and_resume(tmp_path, reference, kill_at):
+    run = tmp_path/"run"
+    rc, out = _run(tmp_path, run, kill_at)
+    assert rc == 137, out
+    k = int(kill_at[5])
+    rd = run/f"round_{k}"
+    if "chunk" in kill_at:
+        c = int(kill_at[-1])
+        assert len((rd/"traces.jsonl").read_text().splitlines()) == 2 * (c + 1)
+        assert not (rd/"sampled.done").exists()
+    if "train" in kill_at:
+        assert (rd/"sampled.done").exists() and not (rd/"trained.done").exists()
+        assert not (rd/"adapter").exists() and (rd/"train_log.csv").exists()
+    if "eval" in kill_at:
+        assert (rd/"trained.done").exists() and not (rd/"evaluated.done").exists()
+    rc, out = _run(tmp_path, run)
+    assert rc == 0, out
+    _check_same(run, reference)
+
+
+def test_torn_trace_line(tmp_path, reference):
+    "A kill in the middle of writing a trace line leaves half a line; the rerun cuts it off and redoes that question."
+    run = tmp_path/"run"
+    rc, out = _run(tmp_path, run, "round1.chunk1")
+    assert rc == 137, out
+    f = run/"round_1"/"traces.jsonl"
+    lines = f.read_text().splitlines(keepends=True)
+    f.write_text("".join(lines[:3]) + lines[3][:25])                     # half of the 4th trace
+    rc, out = _run(tmp_path, run)
+    assert rc == 0, out
+    _check_same(run, reference)
+
+
+def test_sigkill_while_sampling(tmp_path, reference):
+    "A real SIGKILL from outside, once the first chunk is on disk and sampling is not finished (chunks slowed down)."
+    run = tmp_path/"run"
+    p = _run(tmp_path, run, slow=1.5, wait=False)
+    traces, done = run/"round_1"/"traces.jsonl", run/"round_1"/"sampled.done"
+    t0 = time.time()
+    while not (traces.exists() and traces.read_text().count("\n") >= 2) and time.time() - t0 < 120 and p.poll() is None:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL); p.wait()
+    assert not done.exists()
+    rc, out = _run(tmp_path, run)
+    assert rc == 0, out
+    _check_same(run, reference)
+
+
+def test_same_call_on_finished_run_does_nothing(reference):
+    run = reference["run"]
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != "manifest.json"}
+    assert _run(reference["tmp"], run)[0] == 0
+    after = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != "manifest.json"}
+    assert before == after
+    assert len(json.loads((run/"manifest.json").read_text())["resumed"]) == 1
