@@ -1,0 +1,126 @@
+"""Sampling throughput: em_tutorial's backend against the straightforward baseline, measured in one run.
+
+    HF_HUB_OFFLINE=1 python benchmarks/bench_sampling.py                      # CPU: SmolLM2-135M-Instruct
+    python benchmarks/bench_sampling.py --shape qwen2.5-0.5b --weights nf4   # CUDA: random-init model of a real shape
+
+Baseline: what a straightforward implementation of an E-step does: the policy with its LoRA adapter attached
+(peft-wrapped), plain `model.generate` with sampling, batch 64, dynamic cache, every sequence decoded to
+`max_new_tokens` or EOS. Backend: `em_tutorial.generate.generate` on the same prompts with the same sampling
+settings (temperature, top-p, max_new_tokens).
+
+Both do the same job: one rationale per prompt, of which only the part up to the answer statement is used.
+Throughput is therefore counted in *useful tokens*: for each completion, the tokens up to and including its first
+"The answer is (X)" (all of them when it has none), counted on each method's own outputs, divided by wall time.
+Raw generated tokens per second are printed too. Writes benchmarks/results/<device>-<model>.json.
+"""
+import argparse, json, os, platform, sys, time
+from pathlib import Path
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from em_tutorial.data import load_questions, build_prompt, truncate_after_answer
+from em_tutorial.generate import generate
+
+SHAPES = {  # real shapes, random init, no download
+    "qwen2.5-0.5b": dict(model_type="qwen2", vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                         num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768, tie_word_embeddings=True),
+    "llama-3.2-1b": dict(model_type="llama", vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                         num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=131072, tie_word_embeddings=True),
+}
+
+def hardware() -> str:
+    if torch.cuda.is_available(): return torch.cuda.get_device_name(0)
+    try: cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except Exception: cpu = platform.processor()
+    return f"{cpu}, {torch.get_num_threads()} threads"
+
+def load(args):
+    from em_tutorial.models import load_model, add_lora
+    if args.shape == "smollm2":
+        model, tok = load_model("smollm2", verbose=False)
+    else:
+        from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig
+        cfg = dict(SHAPES[args.shape]); mt = cfg.pop("model_type")
+        config = AutoConfig.for_model(mt, **cfg)
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).cuda()
+        if args.weights == "nf4":   # quantise the random weights the way load_model(quantize='4bit') does
+            import tempfile
+            d = tempfile.mkdtemp(); model.save_pretrained(d); del model
+            q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                   bnb_4bit_compute_dtype=torch.bfloat16)
+            model = AutoModelForCausalLM.from_pretrained(d, quantization_config=q, dtype=torch.bfloat16, device_map={"": 0})
+        _, tok = load_model("smollm2", verbose=False)   # a real tokenizer for the prompts; ids are clipped below
+    model = add_lora(model, r=16, verbose=False)
+    return model, tok
+
+def useful_tokens(tok, texts_and_counts) -> int:
+    "Tokens up to and including the first answer statement of each completion (all of them when it has none)."
+    total = 0
+    for text, n in texts_and_counts:
+        cut = truncate_after_answer(text)
+        total += n if cut == text else len(tok(cut, add_special_tokens=False).input_ids)
+    return total
+
+def baseline(model, tok, prompts, args):
+    "Plain generate on the peft-wrapped model, batch 64, dynamic cache, sampling, no early stop."
+    torch.manual_seed(args.seed)
+    outs = []
+    t0 = time.perf_counter()
+    for i in range(0, len(prompts), 64):
+        enc = tok(prompts[i:i+64], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        with torch.inference_mode():
+            ids = model.generate(**enc, do_sample=True, temperature=args.temperature, top_p=args.top_p,
+                                 max_new_tokens=args.max_new_tokens, pad_token_id=tok.pad_token_id)
+        new = ids[:, enc.input_ids.shape[1]:]
+        for row in new:
+            n = int((row != tok.pad_token_id).sum())
+            outs.append((tok.decode(row, skip_special_tokens=True), n))
+    if torch.cuda.is_available(): torch.cuda.synchronize()
+    return outs, time.perf_counter() - t0
+
+def backend(model, tok, prompts, args):
+    t0 = time.perf_counter()
+    res = generate(model, tok, prompts, temperature=args.temperature, top_p=args.top_p,
+                   max_new_tokens=args.max_new_tokens, seed=args.seed, progress=False)
+    if torch.cuda.is_available(): torch.cuda.synchronize()
+    return [(c[0].text, c[0].n_tokens) for c in res], time.perf_counter() - t0
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--shape", default="smollm2", choices=["smollm2", *SHAPES])
+    ap.add_argument("--weights", default="bf16", choices=["bf16", "nf4"], help="CUDA shapes only")
+    ap.add_argument("--n-prompts", type=int, default=64)
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--temperature", type=float, default=0.7)
+    ap.add_argument("--top-p", type=float, default=0.95)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(Path(__file__).parent/"results"))
+    args = ap.parse_args()
+    model, tok = load(args)
+    qs = load_questions("arc_easy", "train", n=args.n_prompts, seed=args.seed)
+    prompts = [build_prompt(q, tok) for q in qs]
+    # warm-up on a few prompts so one-off costs (allocations, kernel selection) count for neither
+    backend(model, tok, prompts[:2], argparse.Namespace(**{**vars(args), "max_new_tokens": 4}))
+    b_out, b_time = baseline(model, tok, prompts, args)
+    e_out, e_time = backend(model, tok, prompts, args)
+    b_use, e_use = useful_tokens(tok, b_out), useful_tokens(tok, e_out)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    name = args.shape if args.shape == "smollm2" else f"{args.shape}-{args.weights}"
+    res = dict(device=dev, hardware=hardware(), model=name, n_prompts=len(prompts), max_new_tokens=args.max_new_tokens,
+               temperature=args.temperature, top_p=args.top_p,
+               baseline_s=round(b_time, 2), backend_s=round(e_time, 2),
+               baseline_raw_tokens=sum(n for _, n in b_out), backend_raw_tokens=sum(n for _, n in e_out),
+               baseline_useful_tokens=b_use, backend_useful_tokens=e_use,
+               baseline_tok_s=round(b_use / b_time, 1), backend_tok_s=round(e_use / e_time, 1))
+    res["ratio"] = round(res["backend_tok_s"] / res["baseline_tok_s"], 2)
+    res["command"] = "python " + " ".join(sys.argv)
+    print(f"{'':10} {'seconds':>8} {'raw tok':>8} {'useful tok':>10} {'useful tok/s':>12}")
+    print(f"{'baseline':10} {b_time:8.1f} {res['baseline_raw_tokens']:8d} {b_use:10d} {res['baseline_tok_s']:12.1f}")
+    print(f"{'backend':10} {e_time:8.1f} {res['backend_raw_tokens']:8d} {e_use:10d} {res['backend_tok_s']:12.1f}")
+    print(f"ratio (backend / baseline useful tok/s): {res['ratio']:.2f}   [{res['hardware']}]")
+    out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
+    (out/f"{dev}-{name}.json").write_text(json.dumps(res, indent=2) + "\n")
+
+if __name__ == "__main__":
+    main()
