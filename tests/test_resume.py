@@ -55,7 +55,8 @@ def _state(run_dir: Path) -> dict:
         rows = [json.loads(l) for l in (rd/"traces.jsonl").read_text().splitlines()]
         out[f"traces{k}"] = rows
         out[f"adapter{k}"] = {n: t.tolist() for n, t in load_file(str(rd/"adapter"/"adapter_model.safetensors")).items()}
-        out[f"acc{k}"] = json.loads((rd/"metrics.json").read_text())["eval"]
+        ev = json.loads((rd/"metrics.json").read_text())["eval"]
+        out[f"acc{k}"] = {key: v for key, v in ev.items() if key != "seconds"}   # wall time is not a result
     return out
 
 
