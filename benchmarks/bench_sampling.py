@@ -11,7 +11,11 @@ settings (temperature, top-p, max_new_tokens).
 Both do the same job: one rationale per prompt, of which only the part up to the answer statement is used.
 Throughput is therefore counted in *useful tokens*: for each completion, the tokens up to and including its first
 "The answer is (X)" (all of them when it has none), counted on each method's own outputs, divided by wall time.
-Raw generated tokens per second are printed too. Writes benchmarks/results/<device>-<model>.json.
+Raw generated tokens per second are printed too.
+
+Then one EM round (`run_em`, rejection sampling, budget 2) on `--round-questions` training questions of
+`--round-dataset` (ARC-Easy by default) and as many held-out ones, with its wall time split into sample / train / evaluate (`--round-questions 0` skips it).
+Writes benchmarks/results/<device>-<model>.json.
 """
 import argparse, json, os, platform, sys, time
 from pathlib import Path
@@ -35,22 +39,23 @@ def hardware() -> str:
     return f"{cpu}, {torch.get_num_threads()} threads"
 
 def load(args):
+    "The policy (peft-wrapped, LoRA r=16) and tokenizer; CUDA shapes are random-init, saved to args.model_dir for run_em."
     from em_tutorial.models import load_model, add_lora
+    args.model_dir = "smollm2"
     if args.shape == "smollm2":
         model, tok = load_model("smollm2", verbose=False)
     else:
+        import tempfile
         from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig
         cfg = dict(SHAPES[args.shape]); mt = cfg.pop("model_type")
-        config = AutoConfig.for_model(mt, **cfg)
         torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).cuda()
-        if args.weights == "nf4":   # quantise the random weights the way load_model(quantize='4bit') does
-            import tempfile
-            d = tempfile.mkdtemp(); model.save_pretrained(d); del model
-            q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                   bnb_4bit_compute_dtype=torch.bfloat16)
-            model = AutoModelForCausalLM.from_pretrained(d, quantization_config=q, dtype=torch.bfloat16, device_map={"": 0})
-        _, tok = load_model("smollm2", verbose=False)   # a real tokenizer for the prompts; ids are clipped below
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(mt, **cfg), dtype=torch.bfloat16)
+        _, tok = load_model("smollm2", verbose=False)   # a real tokenizer for the prompts (its ids fit any of the shapes)
+        args.model_dir = tempfile.mkdtemp(prefix="bench_model_")
+        model.save_pretrained(args.model_dir); tok.save_pretrained(args.model_dir); del model
+        q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.bfloat16) if args.weights == "nf4" else None
+        model = AutoModelForCausalLM.from_pretrained(args.model_dir, quantization_config=q, dtype=torch.bfloat16, device_map={"": 0})
     model = add_lora(model, r=16, verbose=False)
     return model, tok
 
@@ -86,6 +91,24 @@ def backend(model, tok, prompts, args):
     if torch.cuda.is_available(): torch.cuda.synchronize()
     return [(c[0].text, c[0].n_tokens) for c in res], time.perf_counter() - t0
 
+def em_round(args) -> dict:
+    "Wall time of one EM round (sample, train, evaluate) with run_em on this model, from the round's metrics.json."
+    import tempfile
+    from em_tutorial.train import EMConfig, run_em
+    work = Path(tempfile.mkdtemp(prefix="bench_round_"))
+    cfg = EMConfig(model=args.model_dir, dataset=args.round_dataset, source=args.source, rounds=1, n_train=args.round_questions,
+                   n_eval=args.round_questions, budget=2, max_new_tokens=args.max_new_tokens, epochs=1, warmup_ratio=0.0,
+                   quantize="4bit" if args.weights == "nf4" and args.shape != "smollm2" else "none", seed=args.seed)
+    t0 = time.perf_counter()
+    run_em(cfg, work/"run", progress=False)
+    total = time.perf_counter() - t0
+    m = json.loads((work/"run"/"round_1"/"metrics.json").read_text())
+    sec = m["seconds"]
+    return dict(n_train=cfg.n_train, n_eval=cfg.n_eval, sampler="rejection", budget=2, n_accepted=m["n_accepted"],
+                sample_s=sec["sample"], train_s=sec["train"], eval_s=sec["eval"],
+                base_eval_s=json.loads((work/"run"/"round_0"/"metrics.json").read_text())["seconds"]["eval"],
+                total_s=round(total, 1))
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shape", default="smollm2", choices=["smollm2", *SHAPES])
@@ -95,6 +118,9 @@ def main():
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--top-p", type=float, default=0.95)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--round-questions", type=int, default=64, help="questions for the EM-round timing (0: skip it)")
+    ap.add_argument("--round-dataset", default="arc_easy", help="dataset of the EM round (e.g. arc_challenge with --source)")
+    ap.add_argument("--source", default=None, help="release-file folder for the EM round's dataset (default: bundled sample)")
     ap.add_argument("--out", default=str(Path(__file__).parent/"results"))
     args = ap.parse_args()
     model, tok = load(args)
@@ -119,6 +145,10 @@ def main():
     print(f"{'baseline':10} {b_time:8.1f} {res['baseline_raw_tokens']:8d} {b_use:10d} {res['baseline_tok_s']:12.1f}")
     print(f"{'backend':10} {e_time:8.1f} {res['backend_raw_tokens']:8d} {e_use:10d} {res['backend_tok_s']:12.1f}")
     print(f"ratio (backend / baseline useful tok/s): {res['ratio']:.2f}   [{res['hardware']}]")
+    if args.round_questions:
+        r = res["em_round"] = em_round(args)
+        print(f"one EM round, {r['n_train']} train + {r['n_eval']} eval questions: sample {r['sample_s']:.1f} s · "
+              f"train {r['train_s']:.1f} s · evaluate {r['eval_s']:.1f} s  ({r['n_accepted']} accepted traces)")
     out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
     (out/f"{dev}-{name}.json").write_text(json.dumps(res, indent=2) + "\n")
 
