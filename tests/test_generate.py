@@ -50,9 +50,10 @@ def test_prompt_order_is_kept(tiny):
     assert fwd == rev[::-1]
 
 
-def test_greedy_equals_hf_generate(tiny):
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_greedy_equals_hf_generate(arch):
     "Dropping finished rows and per-row positions change nothing: greedy text equals plain model.generate, prompt by prompt."
-    model, tok = tiny
+    model, tok = tiny_model(arch, seed=0)
     ours = generate(model, tok, PROMPTS, max_new_tokens=10, stop_at_answer=False, progress=False)
     for p, [c] in zip(PROMPTS, ours):
         enc = tok([p], return_tensors="pt", add_special_tokens=False)
