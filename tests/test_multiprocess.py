@@ -2,33 +2,16 @@
 questions are shared out over the processes, training is DDP, and the run folder matches a single-process run.
 A two-process run killed mid-sampling resumes in one process without losing or repeating a trace.
 
-Mechanics only: a random tiny Llama and a test sampler that accepts every sample (as in test_resume.py)."""
-import json, os, socket, subprocess, sys, textwrap
+Mechanics only: a random tiny Llama and the test sampler of accept_all.py, which accepts every sample."""
+import json, os, socket, subprocess, sys
 from pathlib import Path
 
 import pytest
 
-DRIVER = textwrap.dedent('''
-    import sys
-    from em_tutorial.samplers import SAMPLERS, Trace
-    from em_tutorial.generate import generate
-    from em_tutorial.data import build_prompt
-    from em_tutorial.train import EMConfig, run_em, derive_seed
+from accept_all import driver
 
-    def accept_all(model, tokenizer, questions, *, temperature, top_p, max_new_tokens, seed, batch_size=None, progress=False):
-        "Test sampler: one sample per question, keyed by (seed, question id), always accepted with the correct answer."
-        prompts = [build_prompt(q, tokenizer) for q in questions]
-        outs = generate(model, tokenizer, prompts, n=1, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                        seed=[derive_seed(seed, 0, q.id) for q in questions], batch_size=batch_size, progress=False)
-        return [Trace(qid=q.id, prompt=p, hinted=False, rationale=o[0].text, answer=q.answer, correct=True, accepted=True,
-                      tries=1, tokens=o[0].n_tokens, train_prompt=p, restates_hint=False)
-                for q, p, o in zip(questions, prompts, outs)]
-    SAMPLERS["accept_all"] = accept_all
-
-    cfg = EMConfig(model="tiny-llama", sampler="accept_all", rounds=2, n_train=8, n_eval=5, max_new_tokens=10,
-                   chunk_size=2, batch_size=2, grad_accum=1, lr=5e-2, epochs=1, seed=4)
-    run_em(cfg, sys.argv[1], progress=False)
-''')
+DRIVER = driver("rounds=2, n_train=8, n_eval=5, max_new_tokens=10, chunk_size=2, batch_size=2, grad_accum=1, "
+                "lr=5e-2, epochs=1, seed=4")
 
 
 def _free_port() -> int:
@@ -37,16 +20,16 @@ def _free_port() -> int:
 
 
 def _run(tmp_path, run_dir, processes=1, kill_at=None):
-    driver = tmp_path/"driver.py"
-    if not driver.exists(): driver.write_text(DRIVER)
+    script = tmp_path/"driver.py"
+    if not script.exists(): script.write_text(DRIVER)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     env.pop("EM_TUTORIAL_KILL_AT", None)
     if kill_at: env["EM_TUTORIAL_KILL_AT"] = kill_at
-    if processes == 1: cmd = [sys.executable, str(driver), str(run_dir)]
+    if processes == 1: cmd = [sys.executable, str(script), str(run_dir)]
     else:
         cmd = [str(Path(sys.executable).parent/"accelerate"), "launch", "--multi_gpu", "--num_processes", str(processes),
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(_free_port()), str(driver), str(run_dir)]
+               "--main_process_port", str(_free_port()), str(script), str(run_dir)]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     return p.returncode, p.stdout + p.stderr
 

@@ -4,42 +4,25 @@ run the same call again, and check the run ends exactly like an uninterrupted on
 Mechanics only: a random tiny Llama and a test sampler that accepts every sample (a random model never gets an
 answer right, and training needs accepted traces). The kill points are the deterministic `EM_TUTORIAL_KILL_AT`
 hook (os._exit(137), as abrupt as a SIGKILL); one test also SIGKILLs from outside while sampling."""
-import json, os, signal, subprocess, sys, textwrap, time
+import json, os, signal, subprocess, sys, time
 from pathlib import Path
 
 import pytest
 
-DRIVER = textwrap.dedent('''
-    import sys, time
-    from em_tutorial.samplers import SAMPLERS, Trace
-    from em_tutorial.generate import generate
-    from em_tutorial.data import build_prompt
-    from em_tutorial.train import EMConfig, run_em, derive_seed
+from accept_all import driver
 
-    def accept_all(model, tokenizer, questions, *, temperature, top_p, max_new_tokens, seed, batch_size=None, progress=False):
-        "Test sampler: one sample per question, keyed by (seed, question id), always accepted with the correct answer."
-        prompts = [build_prompt(q, tokenizer) for q in questions]
-        outs = generate(model, tokenizer, prompts, n=1, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                        seed=[derive_seed(seed, 0, q.id) for q in questions], batch_size=batch_size, progress=False)
-        time.sleep(float(sys.argv[2]))  # lets a test SIGKILL the process while a chunk is being sampled
-        return [Trace(qid=q.id, prompt=p, hinted=False, rationale=o[0].text, answer=q.answer, correct=True, accepted=True,
-                      tries=1, tokens=o[0].n_tokens, train_prompt=p, restates_hint=False)
-                for q, p, o in zip(questions, prompts, outs)]
-    SAMPLERS["accept_all"] = accept_all
-
-    cfg = EMConfig(model="tiny-llama", sampler="accept_all", rounds=2, n_train=6, n_eval=2, max_new_tokens=12,
-                   chunk_size=2, batch_size=2, grad_accum=1, lr=5e-2, epochs=1, seed=3)
-    run_em(cfg, sys.argv[1], progress=False)
-''')
+DRIVER = driver("rounds=2, n_train=6, n_eval=2, max_new_tokens=12, chunk_size=2, batch_size=2, grad_accum=1, "
+                "lr=5e-2, epochs=1, seed=3")
 
 
 def _run(tmp_path, run_dir, kill_at=None, slow=0.0, wait=True):
-    driver = tmp_path/"driver.py"
-    if not driver.exists(): driver.write_text(DRIVER)
+    script = tmp_path/"driver.py"
+    if not script.exists(): script.write_text(DRIVER)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     env.pop("EM_TUTORIAL_KILL_AT", None)
     if kill_at: env["EM_TUTORIAL_KILL_AT"] = kill_at
-    p = subprocess.Popen([sys.executable, str(driver), str(run_dir), str(slow)], env=env,
+    env["ACCEPT_ALL_DELAY"] = str(slow)        # lets a test SIGKILL the process while a chunk is being sampled
+    p = subprocess.Popen([sys.executable, str(script), str(run_dir)], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if not wait: return p
     out, _ = p.communicate(timeout=300)
