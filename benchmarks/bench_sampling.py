@@ -94,7 +94,7 @@ def backend(model, tok, prompts, args):
 def em_round(args) -> dict:
     "Wall time of one EM round (sample, train, evaluate) with run_em on this model, from the round's metrics.json."
     import tempfile
-    from em_tutorial.train import EMConfig, run_em
+    from em_tutorial.em import EMConfig, run_em
     work = Path(tempfile.mkdtemp(prefix="bench_round_"))
     cfg = EMConfig(model=args.model_dir, dataset=args.round_dataset, source=args.source, rounds=1, n_train=args.round_questions,
                    n_eval=args.round_questions, budget=2, max_new_tokens=args.max_new_tokens, epochs=1, warmup_ratio=0.0,

@@ -5,7 +5,7 @@ import os, time
 from em_tutorial.data import build_prompt
 from em_tutorial.generate import generate
 from em_tutorial.samplers import Trace
-from em_tutorial.train import derive_seed
+from em_tutorial.em import derive_seed
 
 
 def accept_all(model, tokenizer, questions, *, temperature, top_p, max_new_tokens, seed, batch_size=None, progress=False):
@@ -23,5 +23,5 @@ def driver(config: str) -> str:
     "The text of a script that runs `run_em(EMConfig(<config>), sys.argv[1])` with this sampler registered."
     return (f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
             "import accept_all; from em_tutorial.samplers import SAMPLERS; SAMPLERS['accept_all'] = accept_all.accept_all\n"
-            "from em_tutorial.train import EMConfig, run_em\n"
+            "from em_tutorial.em import EMConfig, run_em\n"
             f"run_em(EMConfig(model='tiny-llama', sampler='accept_all', {config}), sys.argv[1], progress=False)\n")

@@ -9,7 +9,9 @@ import torch
 import em_tutorial.models as M
 from em_tutorial.data import load_questions, make_question
 from em_tutorial.evaluate import (EvalResult, bootstrap_ci, wilson_ci, encode_pair, loglik_requests, loglikelihoods,
-                                  loglik_accuracy, score_cot, evaluate_cot, evaluate_run, finished_rounds)
+                                  loglik_accuracy, score_cot, evaluate_cot)
+from em_tutorial.em import evaluate_run
+from em_tutorial.runs import finished_rounds
 from em_tutorial.models import tiny_model, add_lora
 
 needs_smollm2 = pytest.mark.skipif(not (M._smollm2_gguf() is not None or M._complete(M.cache_dir()/M.SMOLLM2_NAME)),

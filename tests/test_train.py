@@ -1,4 +1,4 @@
-"Tests for em_tutorial.train: the M-step loss, train_mstep, EMConfig validation, zero-accepted rounds, run folders."
+"Tests for em_tutorial.mstep and em_tutorial.em: the M-step loss, train_mstep, EMConfig validation, zero-accepted rounds, run folders."
 import json, warnings
 from pathlib import Path
 
@@ -8,8 +8,9 @@ import torch
 from em_tutorial.data import load_questions, build_prompt
 from em_tutorial.models import tiny_model, add_lora
 from em_tutorial.samplers import Trace
-from em_tutorial.train import (IGNORE_INDEX, EMConfig, end_of_turn, mstep_loss, read_train_log, run_em, sft_collate,
-                               sft_example, trace_target, train_mstep)
+from em_tutorial.mstep import (IGNORE_INDEX, end_of_turn, mstep_loss, read_train_log, sft_collate, sft_example,
+                               trace_target, train_mstep)
+from em_tutorial.em import EMConfig, run_em
 
 
 @pytest.fixture(scope="module")
