@@ -6,12 +6,21 @@ Docs: https://em-tutorial.github.io/em_tutorial/cli.html.md"""
 
 # %% ../nbs/11_cli.ipynb #4b01a47d
 from __future__ import annotations
-import argparse, json, os, sys, time
+import argparse, json, sys, time
+from dataclasses import fields
 from pathlib import Path
+from .core import is_main_process
 from .data import DATASETS, load_questions, split_names, question_text
+from .evaluate import EVAL_METHODS
 
 # %% auto #0
-__all__ = ['DEMO', 'cmd_data', 'build_parser', 'main', 'config_from_args', 'cmd_train', 'cmd_eval', 'cmd_compare', 'cmd_demo']
+__all__ = ['DEMO', 'cmd_data', 'build_parser', 'main', 'config_flags', 'config_from_args', 'cmd_train', 'cmd_eval', 'cmd_compare',
+           'cmd_demo']
+
+# %% ../nbs/11_cli.ipynb #edbfb38e
+def _add_source(p):
+    p.add_argument("--source", default=None, help="data: a folder of release files, or 'hub' (default: the bundled sample)")
+    p.add_argument("--data-dir", dest="source", help=argparse.SUPPRESS)   # the old name, still accepted
 
 # %% ../nbs/11_cli.ipynb #a4ad926a
 def cmd_data(args) -> int:
@@ -19,7 +28,7 @@ def cmd_data(args) -> int:
     splits = [args.split] if args.split else list(split_names(args.dataset))
     first = None
     for s in splits:
-        qs = load_questions(args.dataset, s, source=args.data_dir, subjects=args.subjects)
+        qs = load_questions(args.dataset, s, source=args.source, subjects=args.subjects)
         first = first or (qs[0] if qs else None)
         if args.json: print(json.dumps({"dataset": args.dataset, "split": s, "n": len(qs)}))
         else: print(f"{args.dataset:>14} {s:>10}: {len(qs):>6} questions")
@@ -33,7 +42,7 @@ def _add_data(sub):
                        description="Print the number of questions per split of DATASET and one example.")
     p.add_argument("dataset", choices=DATASETS, help="which dataset")
     p.add_argument("--split", help="one split only (train/validation/test; MMLU: dev/validation/test)")
-    p.add_argument("--data-dir", default=None, help="a folder of the original release files, or 'hub' (default: the bundled sample)")
+    _add_source(p)
     p.add_argument("--subjects", nargs="+", default=None, help="MMLU subjects (default: all 57)")
     p.add_argument("--json", action="store_true", help="one JSON object per split")
     p.set_defaults(func=cmd_data)
@@ -56,28 +65,32 @@ def main(argv=None) -> int:
         return 2
 
 # %% ../nbs/11_cli.ipynb #ad69471e
-_FLAGS = {  # EMConfig field -> (type, help)
-    "dataset": (str, "dataset: arc_easy, arc_challenge, openbookqa, mmlu"),
-    "source": (str, "data: a folder of release files, 'hub', or unset for the bundled sample"),
-    "model": (str, "'smollm2' (offline), a local folder or a Hub id"),
-    "quantize": (str, "auto (4-bit on CUDA), 4bit, none"),
-    "rounds": (int, "EM rounds"), "n_train": (int, "training questions"), "n_eval": (int, "held-out questions"),
-    "eval_split": (str, "held-out split"), "budget": (int, "tries per question for rejection sampling (M)"),
-    "temperature": (float, "E-step sampling temperature"), "top_p": (float, "E-step nucleus mass"),
-    "max_new_tokens": (int, "rationale length cap"), "lora_r": (int, "LoRA rank"), "lora_alpha": (float, "LoRA alpha"),
-    "lora_dropout": (float, "LoRA dropout"), "lr": (float, "learning rate"), "epochs": (float, "M-step epochs"),
-    "batch_size": (int, "training micro-batch"), "grad_accum": (int, "gradient accumulation steps"),
-    "scheduler": (str, "learning-rate schedule: cosine, linear, constant, constant_with_warmup"),
-    "warmup_ratio": (float, "fraction of M-step steps with linear warm-up"),
-    "max_len": (int, "tokens per training example"), "seed": (int, "run seed"),
-    "chunk_size": (int, "questions sampled per saved chunk"), "gen_batch_size": (int, "generation batch size"),
-}
+_OWN_FLAGS = ("sampler", "continue_adapter")   # train's --sampler; --restart-adapter sets continue_adapter=False
+
+def _choices() -> dict:
+    "The registries that name the valid values of some EMConfig fields."
+    from em_tutorial.models import QUANTIZE
+    from em_tutorial.mstep import SCHEDULERS
+    from em_tutorial.samplers import SAMPLERS
+    return {"sampler": tuple(SAMPLERS), "dataset": DATASETS, "quantize": QUANTIZE, "scheduler": SCHEDULERS}
+
+def config_flags() -> dict:
+    "EMConfig's fields as flags: name -> (type, help), the help read from the field's own comment (fastcore docments)."
+    from fastcore.docments import docments
+    from em_tutorial.em import EMConfig
+    docs = docments(EMConfig)
+    types = {"int": int, "float": float}
+    return {f.name: (types.get(str(f.type).split(" |")[0], str), docs[f.name])
+            for f in fields(EMConfig) if f.name not in _OWN_FLAGS}
 
 def _add_config_flags(p, defaults: dict|None=None):
+    from em_tutorial.em import EMConfig
     p.add_argument("--config", help="a JSON file of EMConfig fields (flags override it)")
-    for k, (t, h) in _FLAGS.items():
-        d = (defaults or {}).get(k)
-        p.add_argument("--" + k.replace("_", "-"), type=t, default=None, help=h + (f" (default {d})" if d is not None else ""))
+    base, choices = {**EMConfig().to_dict(), **(defaults or {})}, _choices()
+    for k, (t, h) in config_flags().items():
+        d = base.get(k)
+        p.add_argument("--" + k.replace("_", "-"), type=t, default=None, choices=choices.get(k), metavar=k.upper(),
+                       help=h + (f" (default {d})" if d is not None else ""))
     p.add_argument("--restart-adapter", action="store_true", help="restart from the base model every round, as STaR did")
     p.add_argument("--overwrite", action="store_true", help="wipe a run folder made with another config")
 
@@ -89,7 +102,7 @@ def config_from_args(args, defaults: dict|None=None) -> dict:
         if not path.is_file(): raise FileNotFoundError(f"Config file {path} does not exist.")
         try: cfg.update(json.loads(path.read_text()))
         except json.JSONDecodeError as e: raise ValueError(f"{path} is not valid JSON ({e.msg}, line {e.lineno}).") from None
-    cfg.update({k: getattr(args, k) for k in _FLAGS if getattr(args, k, None) is not None})
+    cfg.update({k: getattr(args, k) for k in config_flags() if getattr(args, k, None) is not None})
     if getattr(args, "restart_adapter", False): cfg["continue_adapter"] = False
     return cfg
 
@@ -99,7 +112,7 @@ def cmd_train(args) -> int:
     from em_tutorial.em import EMConfig, run_em
     cfg = EMConfig.from_dict({**config_from_args(args), **({"sampler": args.sampler} if args.sampler else {})})
     rows = run_em(cfg, args.run_dir, overwrite=args.overwrite)
-    if os.environ.get("RANK", "0") != "0": return 0          # under `accelerate launch`, the main process reports
+    if not is_main_process(): return 0                       # under `accelerate launch`, the main process reports
     for r in rows: print(f"round {r['round']}: accuracy {r['accuracy']:.3f} on {r['n_eval']} questions")
     print(f"run folder: {args.run_dir}")
     return 0
@@ -108,7 +121,7 @@ def _add_train(sub):
     p = sub.add_parser("train", help="run EM with one sampler (resumes)",
                        description="Run (or resume) EM: sample, filter, train, evaluate. Several processes or GPUs: "
                                    "accelerate launch --num_processes N $(which em-tutorial) train ...")
-    p.add_argument("--sampler", choices=["rejection", "star", "pps"], default=None, help="E-step sampler (default rejection)")
+    p.add_argument("--sampler", choices=_choices()["sampler"], default=None, help="E-step sampler (default rejection)")
     p.add_argument("--run-dir", required=True, help="folder for config, traces, adapters and metrics")
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)
@@ -121,11 +134,11 @@ def cmd_eval(args) -> int:
     if bool(args.run_dir) == bool(args.model): raise ValueError("Pass exactly one of --run-dir or --model.")
     if args.run_dir:
         res = evaluate_run(args.run_dir, round=args.round, split=args.split, n=args.n, method=args.method,
-                           source=args.data_dir, max_new_tokens=args.max_new_tokens)
+                           source=args.source, max_new_tokens=args.max_new_tokens)
     else:
         from em_tutorial.models import load_model
         model, tok = load_model(args.model, adapter=args.adapter)
-        qs = load_questions(args.dataset, args.split or "validation", source=args.data_dir, n=args.n, seed=args.seed)
+        qs = load_questions(args.dataset, args.split or "validation", source=args.source, n=args.n, seed=args.seed)
         res = (evaluate_cot(model, tok, qs, max_new_tokens=args.max_new_tokens or 256) if args.method == "cot"
                else loglik_accuracy(model, tok, qs, method=args.method))
     print(res._repr_markdown_())
@@ -140,9 +153,9 @@ def _add_eval(sub):
     p.add_argument("--adapter", help="a LoRA adapter folder to put on --model")
     p.add_argument("--dataset", default="arc_easy", choices=DATASETS, help="dataset (with --model)")
     p.add_argument("--split", default=None, help="held-out split (default: the run's, or validation)")
-    p.add_argument("--data-dir", default=None, help="a folder of release files, or 'hub' (default: bundled sample)")
+    _add_source(p)
     p.add_argument("--n", type=int, default=None, help="evaluate a seeded subset of this size")
-    p.add_argument("--method", default="cot", choices=["cot", "choice_text", "letter"], help="cot, or log-likelihood scoring")
+    p.add_argument("--method", default="cot", choices=EVAL_METHODS, help="cot, or log-likelihood scoring")
     p.add_argument("--max-new-tokens", type=int, default=None, help="rationale length cap for cot")
     p.add_argument("--seed", type=int, default=0, help="seed of the subset")
     p.add_argument("--json", action="store_true", help="also print the summary as JSON")
@@ -176,7 +189,8 @@ def cmd_demo(args) -> int:
 def _add_compare(sub):
     p = sub.add_parser("compare", help="base model vs EM with each sampler", description="Compare the base model and EM with rejection sampling, STaR and PPS.")
     p.add_argument("--out", required=True, help="folder for one run folder per sampler and the results")
-    p.add_argument("--samplers", nargs="+", default=["rejection", "star", "pps"], help="samplers to compare")
+    p.add_argument("--samplers", nargs="+", default=list(_choices()["sampler"]), choices=_choices()["sampler"],
+                   help="samplers to compare")
     _add_config_flags(p)
     p.set_defaults(func=cmd_compare)
 

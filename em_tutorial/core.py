@@ -1,4 +1,4 @@
-"""Small shared helpers: the cache folder, atomic writes, JSONL traces, and test-time thread settings.
+"""The bottom layer: the cache folder, atomic writes, JSONL files, the one seed hash, and the process group.
 
 Docs: https://em-tutorial.github.io/em_tutorial/core.html.md"""
 
@@ -6,11 +6,12 @@ Docs: https://em-tutorial.github.io/em_tutorial/core.html.md"""
 
 # %% ../nbs/01_core.ipynb #c7f1ce5b
 from __future__ import annotations
-import json, os, tempfile
+import hashlib, json, os, tempfile
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['threads_for_test', 'cache_dir', 'atomic_write_text', 'atomic_write_json', 'append_jsonl', 'read_jsonl']
+__all__ = ['threads_for_test', 'installed', 'cache_dir', 'atomic_write_text', 'atomic_write_json', 'append_jsonl', 'read_jsonl',
+           'repair_jsonl', 'seed_hash', 'rank', 'world_size', 'local_rank', 'is_main_process', 'barrier']
 
 # %% ../nbs/01_core.ipynb #d0a4cf2d
 def threads_for_test():
@@ -18,6 +19,13 @@ def threads_for_test():
     if os.environ.get("IN_TEST"):
         import torch
         torch.set_num_threads(1)
+
+# %% ../nbs/01_core.ipynb #c68aa531
+def installed(module: str) -> bool:
+    "Whether `module` can be imported (found on the path), without importing it."
+    import importlib.util
+    try: return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError): return False
 
 # %% ../nbs/01_core.ipynb #fc83f5ee
 def cache_dir() -> Path:
@@ -69,3 +77,46 @@ def read_jsonl(path) -> list[dict]:
             if i == len(lines) - 1: break   # an unterminated last line: torn by a kill mid-write
             raise ValueError(f"{path}, line {i+1}: not valid JSON; the trace file is corrupt, delete it to start over.")
     return rows
+
+# %% ../nbs/01_core.ipynb #cd088f2e
+def repair_jsonl(path) -> int:
+    "Cut a torn (unterminated) last line off a JSONL file; returns the number of bytes removed."
+    path = Path(path)
+    if not path.exists(): return 0
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"): return 0
+    keep = data[: data.rfind(b"\n") + 1]
+    atomic_write_text(path, keep.decode())
+    return len(data) - len(keep)
+
+# %% ../nbs/01_core.ipynb #8d78f8fc
+def seed_hash(*parts) -> int:
+    "A 64-bit integer from the SHA-256 of `parts` joined by '/'."
+    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little")
+
+# %% ../nbs/01_core.ipynb #2c942137
+def rank() -> int:
+    "This process's index among all processes (0 without a launcher)."
+    return int(os.environ.get("RANK", "0"))
+
+def world_size() -> int:
+    "The number of processes (1 without a launcher)."
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+def local_rank() -> int:
+    "This process's index on this machine: its GPU (0 without a launcher)."
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+def is_main_process() -> bool:
+    "Whether this is the process that writes files (rank 0)."
+    return rank() == 0
+
+# %% ../nbs/01_core.ipynb #f158754d
+def barrier() -> None:
+    "Wait for every process; a no-op in a single process."
+    if world_size() == 1: return
+    from datetime import timedelta
+    import torch
+    from accelerate import PartialState
+    # the first call sets up the process group, with a timeout long enough for the main process's sampling
+    PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(hours=12)).wait_for_everyone()

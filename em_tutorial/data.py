@@ -6,16 +6,16 @@ Docs: https://em-tutorial.github.io/em_tutorial/data.html.md"""
 
 # %% ../nbs/02_data.ipynb #f046a585
 from __future__ import annotations
-import csv, hashlib, json, random, re
-from dataclasses import dataclass, asdict, field
+import csv, hashlib, json, os, random, re
+from dataclasses import dataclass, asdict
 from pathlib import Path
 from typing import NamedTuple
 
 # %% auto #0
 __all__ = ['LETTERS', 'DATASETS', 'SPLITS', 'HUB_IDS', 'MMLU_SUBJECTS', 'SAMPLE_DIR', 'SAMPLE_SIZES', 'ANSWER_FORMAT',
            'MCQuestion', 'make_question', 'check_dataset', 'split_names', 'check_split', 'check_subjects', 'read_local',
-           'make_sample', 'read_hub', 'load_questions', 'question_text', 'user_prompt', 'build_prompt', 'format_target',
-           'answer_stated', 'truncate_after_answer', 'ParsedAnswer', 'parse_answer']
+           'release_dir', 'make_sample', 'read_hub', 'load_questions', 'question_text', 'user_prompt', 'build_prompt',
+           'format_target', 'answer_stated', 'truncate_after_answer', 'ParsedAnswer', 'parse_answer', 'grade']
 
 # %% ../nbs/02_data.ipynb #fbf22eba
 LETTERS = "ABCDEFGHIJ"
@@ -163,6 +163,14 @@ def read_local(dataset: str, split: str, root, subjects=None) -> list[MCQuestion
                 out.append(make_question(_mmlu_id(subject, row), row[0], "ABCD", row[1:5], row[5], dataset, split, subject, where=where))
     return out
 
+# %% ../nbs/02_data.ipynb #705a8f46
+def release_dir() -> Path:
+    "The folder of full release files that the environment variable EM_TUTORIAL_DATA names."
+    p = os.environ.get("EM_TUTORIAL_DATA")
+    if not p: raise RuntimeError("Set EM_TUTORIAL_DATA to a folder of the original release files (arc/, openbookqa/, mmlu/).")
+    if not Path(p).expanduser().is_dir(): raise FileNotFoundError(f"EM_TUTORIAL_DATA={p!r} is not a folder.")
+    return Path(p).expanduser()
+
 # %% ../nbs/02_data.ipynb #2f28aadf
 SAMPLE_DIR = Path(__file__).parent/"samples" if "__file__" in globals() else Path("../em_tutorial/samples")
 SAMPLE_SIZES = {"arc": {"train": 200, "validation": 100, "test": 100}, "openbookqa": {"train": 200, "validation": 100, "test": 100},
@@ -287,7 +295,7 @@ class ParsedAnswer(NamedTuple):
     label: str|None  # the parsed label, or None when unreadable
     strict: bool     # True when it came from the strict "The answer is (X)" statement
 
-def parse_answer(text, labels=("A", "B", "C", "D"), choices=None) -> ParsedAnswer:
+def parse_answer(text, labels=("A", "B", "C", "D")) -> ParsedAnswer:
     "Read the chosen label from a model's output; unreadable output gives `ParsedAnswer(None, False)`."
     if not isinstance(text, str): return ParsedAnswer(None, False)
     labels = tuple(labels); ok = "".join(re.escape(l) for l in labels)
@@ -300,8 +308,9 @@ def parse_answer(text, labels=("A", "B", "C", "D"), choices=None) -> ParsedAnswe
     for pat in flexible:
         hits = re.findall(pat, text, flags=re.IGNORECASE if pat.startswith("(?:answer") else 0)
         if hits: return ParsedAnswer(hits[-1].upper(), False)
-    if choices:
-        low = text.lower()
-        found = [l for l, c in zip(labels, choices) if c.strip(" .").lower() and c.strip(" .").lower() in low]
-        if len(found) == 1: return ParsedAnswer(found[0], False)
     return ParsedAnswer(None, False)
+
+# %% ../nbs/02_data.ipynb #9616f0e6
+def grade(q: MCQuestion, text) -> ParsedAnswer:
+    "The answer `text` gives to `q` under the package's one grading policy (E-step and evaluation alike)."
+    return parse_answer(truncate_after_answer(text) if isinstance(text, str) else text, q.labels)

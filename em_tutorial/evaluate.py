@@ -6,19 +6,18 @@ Docs: https://em-tutorial.github.io/em_tutorial/evaluate.html.md"""
 
 # %% ../nbs/07_evaluate.ipynb #b43dfa60
 from __future__ import annotations
-import json, math, re, time
+import math, time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
 
-from .data import (MCQuestion, load_questions, build_prompt, question_text, parse_answer,
-                              truncate_after_answer)
+from .data import MCQuestion, build_prompt, question_text, grade
 
 # %% auto #0
-__all__ = ['LOGLIK_METHODS', 'EVAL_METHODS', 'bootstrap_ci', 'wilson_ci', 'EvalResult', 'loglik_requests', 'encode_pair',
-           'loglikelihoods', 'loglik_accuracy', 'score_cot', 'evaluate_cot']
+__all__ = ['LOGLIK_METHODS', 'EVAL_METHODS', 'bootstrap_ci', 'wilson_ci', 'paired_bootstrap', 'EvalResult', 'loglik_requests',
+           'encode_pair', 'loglikelihoods', 'loglik_accuracy', 'score_cot', 'evaluate_cot']
 
 # %% ../nbs/07_evaluate.ipynb #119f27c2
 def bootstrap_ci(correct,             # outcomes per question: 0/1 or booleans
@@ -44,6 +43,21 @@ def wilson_ci(k: int,               # number correct
     z, p = NormalDist().inv_cdf(1 - alpha / 2), k / n
     centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+
+# %% ../nbs/07_evaluate.ipynb #2b1ce147
+def paired_bootstrap(a,                   # outcomes of model A per question: 0/1 or booleans
+                     b,                   # outcomes of model B on the same questions, in the same order
+                     n_boot: int=20_000,  # number of resamples B
+                     alpha: float=0.05,   # 1 - confidence level (divide by the number of comparisons for Bonferroni)
+                     seed: int=0,         # seed of the resampling
+                    ) -> tuple[float, float, float]:
+    "The accuracy difference b − a over paired outcomes, and its percentile-bootstrap (1 − alpha) interval."
+    a, b = np.asarray(list(a), dtype=float), np.asarray(list(b), dtype=float)
+    if a.ndim != 1 or a.shape != b.shape or len(a) == 0:
+        raise ValueError(f"paired_bootstrap needs two non-empty flat sequences of equal length, got {a.shape} and {b.shape}.")
+    d = b - a
+    boots = d[np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)   # (B,)
+    return float(d.mean()), float(np.quantile(boots, alpha / 2)), float(np.quantile(boots, 1 - alpha / 2))
 
 # %% ../nbs/07_evaluate.ipynb #d89a4547
 def _ci(x): return None if x is None else (round(x[0], 4), round(x[1], 4))
@@ -234,7 +248,7 @@ def score_cot(questions,             # MCQuestion records
     rows = []
     for q, c in zip(questions, completions):
         text = c.text if isinstance(c.text, str) else ""
-        parsed = parse_answer(truncate_after_answer(text), q.labels)
+        parsed = grade(q, text)                             # the one grading policy, as in the E-step
         rows.append(dict(qid=q.id, gold=q.answer, parsed=parsed.label, strict=parsed.strict,
                          correct=parsed.label == q.answer, n_tokens=int(c.n_tokens or 0), text=text))
     acc, ci = _accuracy([r["correct"] for r in rows], n_boot, seed)

@@ -6,18 +6,19 @@ Docs: https://em-tutorial.github.io/em_tutorial/experiments.html.md"""
 
 # %% ../nbs/10_experiments.ipynb #f2fc18a7
 from __future__ import annotations
-import csv, io, json, shutil, time
-from dataclasses import replace
+import csv, io, shutil
 from pathlib import Path
-from .core import atomic_write_text
+from .core import atomic_write_text, read_jsonl
 from .em import EMConfig, run_em
-from .runs import prepare_run_dir
+from .evaluate import paired_bootstrap
+from .runs import (EVAL_FILE, RunLock, prepare_run_dir, read_round_metrics, round_dir, round_finished,
+                              step_done, _round_numbers)
 from fastprogress.fastprogress import progress_bar
 import matplotlib.pyplot as plt
 
 # %% auto #0
 __all__ = ['SAMPLER_NAMES', 'RESULT_COLUMNS', 'compare', 'collect_results', 'write_results', 'read_results', 'results_table',
-           'plot_comparison']
+           'eval_path', 'write_evaluations', 'paired_comparison', 'plot_comparison']
 
 # %% ../nbs/10_experiments.ipynb #92510bef
 SAMPLER_NAMES = {"base": "base model", "rejection": "rejection sampling", "star": "STaR", "pps": "PPS"}
@@ -36,14 +37,16 @@ def compare(out_dir,                                   # folder holding one run 
     for s, cfg in (progress_bar(list(configs.items())) if progress else configs.items()):
         run_dir = out_dir/s
         if progress: print(f"== {SAMPLER_NAMES.get(s, s)}: {run_dir}", flush=True)
-        prepare_run_dir(cfg, run_dir, overwrite)
-        base = run_dir/"round_0"
-        if first is not None and not (base/"evaluated.done").exists() and (first/"round_0"/"evaluated.done").exists():
-            shutil.copytree(first/"round_0", base, dirs_exist_ok=True)   # the shared base-model evaluation
-        run_em(cfg, run_dir, progress=progress)
+        with RunLock(run_dir):
+            prepare_run_dir(cfg.to_dict(), run_dir, overwrite)
+            base = round_dir(run_dir, 0)
+            if first is not None and not step_done(base, "evaluated") and step_done(round_dir(first, 0), "evaluated"):
+                shutil.copytree(round_dir(first, 0), base, dirs_exist_ok=True)   # the shared base-model evaluation
+            run_em(cfg, run_dir, progress=progress)
         first = first or run_dir
     rows = collect_results(out_dir, samplers)
     write_results(rows, out_dir)
+    write_evaluations(out_dir, samplers)
     return rows
 
 # %% ../nbs/10_experiments.ipynb #1f62b5f0
@@ -67,10 +70,9 @@ def collect_results(out_dir, samplers=("rejection", "star", "pps")) -> list[dict
     "Rows of the comparison from the run folders under `out_dir` (finished rounds only)."
     rows, base = [], None
     for s in samplers:
-        for p in sorted(Path(out_dir, s).glob("round_*/metrics.json"), key=lambda p: int(p.parent.name.split("_")[1])):
-            m = json.loads(p.read_text())
-            if m.get("round") == 0:
-                base = base or _row("base", m)
+        for k in (k for k in _round_numbers(Path(out_dir, s)) if round_finished(Path(out_dir, s), k)):
+            m = read_round_metrics(Path(out_dir, s), k)
+            if k == 0: base = base or _row("base", m)
             else: rows.append(_row(s, m))
     return ([base] if base else []) + rows
 
@@ -108,6 +110,45 @@ def results_table(rows: list[dict]) -> str:
                      f"{_f(r['tokens_per_accepted'], '.0f')} | {_f(r['mean_rationale_tokens'], '.0f')} | "
                      f"{_f(r['sample_s'], '.0f')} | {_f(r['train_s'], '.0f')} |")
     return "\n".join(lines)
+
+# %% ../nbs/10_experiments.ipynb #90da8854
+def eval_path(out_dir, sampler: str, k: int) -> Path:
+    "Where `compare` keeps the per-question evaluation of `sampler`'s round k (sampler 'base' for round 0)."
+    return Path(out_dir)/"eval"/f"{sampler}_round{k}.jsonl"
+
+def write_evaluations(out_dir, samplers=("rejection", "star", "pps")) -> list[Path]:
+    "Copy every finished round's eval.jsonl of the runs under `out_dir` to eval/<sampler>_round<k>.jsonl."
+    out = []
+    for s in samplers:
+        run = Path(out_dir)/s
+        for k in (k for k in _round_numbers(run) if round_finished(run, k)):
+            dest = eval_path(out_dir, "base" if k == 0 else s, k)
+            if k == 0 and dest in out: continue                              # the shared base evaluation, once
+            atomic_write_text(dest, (round_dir(run, k)/EVAL_FILE).read_text()); out.append(dest)
+    return out
+
+# %% ../nbs/10_experiments.ipynb #d38dee93
+def paired_comparison(out_dir,              # a comparison folder holding eval/<sampler>_round<k>.jsonl
+                      alpha: float=0.05,    # 1 - confidence level of each interval
+                      n_boot: int=20_000,   # bootstrap resamples
+                      n_comparisons: int|None=None,  # for Bonferroni; None: the method-rounds in this folder
+                     ) -> list[dict]:
+    "Each method-round against the base model, question by question: the accuracy difference and its intervals."
+    def outcomes(p): return {r["qid"]: bool(r["correct"]) for r in read_jsonl(p)}
+    base_file = eval_path(out_dir, "base", 0)
+    if not base_file.exists(): raise FileNotFoundError(f"{base_file} does not exist; run `compare` on {out_dir} first.")
+    base = outcomes(base_file)
+    others = sorted(p for p in (Path(out_dir)/"eval").glob("*_round*.jsonl") if p != base_file)
+    rows = []
+    for p in others:
+        other = outcomes(p)
+        if set(other) != set(base): raise ValueError(f"{p} and {base_file} hold different questions; they cannot be paired.")
+        a, b = [base[q] for q in sorted(base)], [other[q] for q in sorted(base)]
+        diff, lo, hi = paired_bootstrap(a, b, n_boot=n_boot, alpha=alpha)
+        _, lo_m, hi_m = paired_bootstrap(a, b, n_boot=n_boot, alpha=alpha / (n_comparisons or len(others)))
+        rows.append(dict(method=p.stem, n=len(a), difference=round(diff, 3), ci_low=round(lo, 3), ci_high=round(hi, 3),
+                         significant=bool(lo > 0 or hi < 0), significant_of_all=bool(lo_m > 0 or hi_m < 0)))
+    return rows
 
 # %% ../nbs/10_experiments.ipynb #cad0614f
 def plot_comparison(rows: list[dict], title: str|None=None):

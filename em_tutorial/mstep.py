@@ -10,7 +10,7 @@ import csv, os, shutil, time, warnings
 from functools import partial
 from pathlib import Path
 
-from .core import atomic_write_text
+from .core import atomic_write_text, installed
 from .data import format_target, answer_stated, truncate_after_answer
 
 # %% auto #0
@@ -79,8 +79,6 @@ def mstep_loss(model,        # a causal LM (plain or peft)
 LOG_FIELDS = ("step", "loss", "lr", "epoch", "grad_norm")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 
-def _is_main_process() -> bool: return int(os.environ.get("RANK", "0")) == 0
-
 def csv_log_callback(path):
     "A `TrainerCallback` that writes step, loss, lr, epoch and grad_norm to the CSV file `path` at every logged step."
     from transformers import TrainerCallback
@@ -126,7 +124,7 @@ def train_mstep(model,                     # a peft model from `add_lora` (LoRA 
     "The M-step: fine-tune `model` on the accepted traces with the transformers Trainer and save the adapter; None if nothing to train on."
     if scheduler not in SCHEDULERS: raise ValueError(f"scheduler={scheduler!r} is not valid; choose one of: {', '.join(SCHEDULERS)}.")
     if not 0 <= warmup_ratio < 1: raise ValueError(f"warmup_ratio={warmup_ratio!r} must be in [0, 1).")
-    if tensorboard and not any(_installed(m) for m in ("tensorboard", "tensorboardX")):
+    if tensorboard and not any(installed(m) for m in ("tensorboard", "tensorboardX")):
         raise ValueError("tensorboard=True needs TensorBoard; install it with: pip install tensorboard")
     out_dir = Path(out_dir)
     accepted = [t for t in traces if t.accepted]
@@ -164,11 +162,6 @@ def train_mstep(model,                     # a peft model from `add_lora` (LoRA 
     return dict(n_examples=len(data), n_target_tokens=n_target, steps=trainer.state.global_step,
                 first_loss=losses[0], last_loss=losses[-1], mean_loss=result.training_loss,
                 seconds=round(seconds, 2), seconds_per_example=round(seconds / (len(data) * epochs), 3), adapter=str(out_dir))
-
-def _installed(module: str) -> bool:
-    import importlib.util
-    try: return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError): return False
 
 # %% ../nbs/06_mstep.ipynb #61fe65fe
 def read_train_log(path) -> list[dict]:

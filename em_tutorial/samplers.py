@@ -6,10 +6,11 @@ Docs: https://em-tutorial.github.io/em_tutorial/samplers.html.md"""
 
 # %% ../nbs/05_samplers.ipynb #56588251
 from __future__ import annotations
-import hashlib, re
+import re
 from dataclasses import dataclass, asdict, fields
 
-from .data import MCQuestion, build_prompt, parse_answer, truncate_after_answer
+from .core import seed_hash
+from .data import MCQuestion, build_prompt, grade, truncate_after_answer
 from .generate import Completion, generate
 
 # %% auto #0
@@ -56,14 +57,13 @@ def restates_hint(text: str) -> bool:
 # %% ../nbs/05_samplers.ipynb #2db57880
 def question_seed(seed: int, qid: str, hinted: bool, attempt: int=0) -> int:
     "The generation seed for try `attempt` of question `qid` (hinted or not) in a call seeded with `seed`."
-    s = f"{seed}/{qid}/{'hint' if hinted else 'plain'}/{attempt}"
-    return int.from_bytes(hashlib.sha256(s.encode()).digest()[:8], "little") >> 1
+    return seed_hash(seed, qid, "hint" if hinted else "plain", attempt) >> 1
 
 # %% ../nbs/05_samplers.ipynb #0e3cb2b4
 def make_trace(q: MCQuestion, tokenizer, c: Completion, hinted: bool, tries: int, tokens: int, drop_restated: bool=True) -> Trace:
     "Score one completion for question `q` and wrap it in a `Trace` (accepted if correct, and not a hint restatement)."
     rationale = truncate_after_answer(c.text)
-    answer = parse_answer(rationale, q.labels, q.choices).label
+    answer = grade(q, rationale).label                 # the one grading policy, as in evaluation
     restated = hinted and restates_hint(rationale)
     correct = answer == q.answer
     return Trace(qid=q.id, prompt=build_prompt(q, tokenizer, hint=hinted), hinted=hinted, rationale=rationale,
@@ -72,12 +72,6 @@ def make_trace(q: MCQuestion, tokenizer, c: Completion, hinted: bool, tries: int
                  rationale_tokens=c.n_tokens)
 
 # %% ../nbs/05_samplers.ipynb #08c38203
-def _check_kw(kw: dict, name: str, ignored=("budget", "drop_restated")):
-    "The samplers share one call signature; options meant for another sampler are ignored, unknown ones rejected."
-    bad = [k for k in kw if k not in ignored]
-    if bad: raise ValueError(f"{name} got unknown option(s) {', '.join(bad)}; its options are temperature, top_p, "
-                             f"max_new_tokens, seed, batch_size, progress{', budget' if name == 'rejection_sample' else ', drop_restated'}.")
-
 def _check_questions(questions) -> list:
     questions = list(questions)
     if not all(isinstance(q, MCQuestion) for q in questions):
@@ -92,9 +86,8 @@ def rejection_sample(model, tokenizer, questions: list[MCQuestion], *,
                      seed: int=0,               # the call's seed (with the question id, fixes every sample)
                      batch_size: int|None=None, # sequences per batch for `generate`
                      progress: bool=True,       # progress bars
-                     **kw) -> list[Trace]:
+                    ) -> list[Trace]:
     "Up to `budget` unhinted tries per question, batched in rounds; keep the first correct one."
-    _check_kw(kw, "rejection_sample", ignored=("drop_restated",))
     if not (isinstance(budget, int) and budget >= 1): raise ValueError(f"budget={budget!r} must be a positive integer.")
     questions = _check_questions(questions)
     prompts = [build_prompt(q, tokenizer) for q in questions]
@@ -116,9 +109,8 @@ def star_sample(model, tokenizer, questions: list[MCQuestion], *,
                 temperature: float=0.7, top_p: float=0.95, max_new_tokens: int=256, seed: int=0,
                 batch_size: int|None=None, progress: bool=True,
                 drop_restated: bool=True,  # do not accept rationales that merely restate the hint
-                **kw) -> list[Trace]:
+               ) -> list[Trace]:
     "STaR: one unhinted try; questions it gets wrong get one hinted rationalization (trained on the unhinted prompt)."
-    _check_kw(kw, "star_sample")
     questions = _check_questions(questions)
     g = dict(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
     first = generate(model, tokenizer, [build_prompt(q, tokenizer) for q in questions],
@@ -136,9 +128,8 @@ def prompt_posterior_sample(model, tokenizer, questions: list[MCQuestion], *,
                             temperature: float=0.7, top_p: float=0.95, max_new_tokens: int=256, seed: int=0,
                             batch_size: int|None=None, progress: bool=True,
                             drop_restated: bool=True,  # do not accept rationales that merely restate the hint
-                            **kw) -> list[Trace]:
+                           ) -> list[Trace]:
     "PPS: one hinted rationalization per question, accepted if it ends in the correct answer (trained on the unhinted prompt)."
-    _check_kw(kw, "prompt_posterior_sample")
     questions = _check_questions(questions)
     outs = generate(model, tokenizer, [build_prompt(q, tokenizer, hint=True) for q in questions],
                     seed=[question_seed(seed, q.id, True) for q in questions], temperature=temperature, top_p=top_p,

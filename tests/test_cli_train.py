@@ -48,3 +48,10 @@ def test_other_config_is_refused(tmp_path):
     (run/"config.json").write_text(json.dumps({"sampler": "pps"}))
     r = train("--sampler", "star", "--run-dir", str(run), *SMALL)
     assert r.returncode == 2 and "differing keys" in r.stderr
+
+
+def test_bad_model_writes_nothing(tmp_path):
+    "A typo in --model fails in one sentence before the run folder exists."
+    r = train("--model", "./no/such/model", "--run-dir", str(tmp_path/"run"), *SMALL)
+    assert r.returncode == 2 and "There is no folder" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path/"run").exists()

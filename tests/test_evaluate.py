@@ -8,10 +8,10 @@ import torch
 
 import em_tutorial.models as M
 from em_tutorial.data import load_questions, make_question
-from em_tutorial.evaluate import (EvalResult, bootstrap_ci, wilson_ci, encode_pair, loglik_requests, loglikelihoods,
+from em_tutorial.evaluate import (EvalResult, bootstrap_ci, paired_bootstrap, wilson_ci, encode_pair, loglik_requests, loglikelihoods,
                                   loglik_accuracy, score_cot, evaluate_cot)
 from em_tutorial.em import evaluate_run
-from em_tutorial.runs import finished_rounds
+from em_tutorial.runs import finished_rounds, mark_step
 from em_tutorial.models import tiny_model, add_lora
 
 needs_smollm2 = pytest.mark.skipif(not (M._smollm2_gguf() is not None or M._complete(M.cache_dir()/M.SMOLLM2_NAME)),
@@ -151,18 +151,19 @@ def _tiny_run(tmp_path, tiny):
     run = tmp_path/"run"; run.mkdir()
     (run/"config.json").write_text(json.dumps({"model": str(folder), "dataset": "arc_easy", "quantize": "none",
                                                "eval_split": "validation", "max_new_tokens": 4}))
-    (run/"round_0").mkdir(); (run/"round_0"/"metrics.json").write_text("{}")
+    mark_step(run/"round_0", "evaluated", {})
     fresh, _ = M.load_model(str(folder), verbose=False)
     lora = add_lora(fresh, r=2, verbose=False)
     for k in (1, 2):
         lora.save_pretrained(run/f"round_{k}"/"adapter")
-        if k == 1: (run/f"round_{k}"/"metrics.json").write_text("{}")
+        (run/f"round_{k}"/"metrics.json").write_text("{}")     # both have metrics, but
+        if k == 1: mark_step(run/f"round_{k}", "evaluated", {})  # only round 1 was marked finished
     return run
 
 
 def test_evaluate_run(tmp_path, tiny, questions):
     run = _tiny_run(tmp_path, tiny)
-    assert finished_rounds(run) == [1]          # round 2 has an adapter but no metrics.json: not finished
+    assert finished_rounds(run) == [1]          # round 2 has an adapter and metrics.json but no marker: not finished
     res = evaluate_run(run, n=3, seed=1, method="letter", progress=False)
     assert (res.info["round"], res.info["adapter"], res.n) == (1, "round_1", 3)
     base = evaluate_run(run, round=0, n=3, seed=1, method="letter", progress=False)
@@ -174,3 +175,42 @@ def test_evaluate_run(tmp_path, tiny, questions):
     with pytest.raises(ValueError, match="Round 2 .* is not finished"): evaluate_run(run, round=2)
     with pytest.raises(ValueError, match="method="): evaluate_run(run, method="greedy")
     with pytest.raises(FileNotFoundError, match="config.json"): evaluate_run(tmp_path/"nope")
+
+
+def test_evaluate_run_uses_the_base_model_the_run_trained(tmp_path):
+    "A tiny run with seed 3: evaluate_run must rebuild the same random base model the run used (it once used seed 0)."
+    import warnings
+    from em_tutorial.em import EMConfig, run_em
+    cfg = EMConfig(model="tiny-llama", seed=3, rounds=1, n_train=2, n_eval=3, budget=1, max_new_tokens=6, chunk_size=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_em(cfg, tmp_path/"run", progress=False)
+        res = evaluate_run(tmp_path/"run", round=1, n=cfg.n_eval, seed=cfg.seed, progress=False)
+    recorded = {r["qid"]: r["text"] for r in map(json.loads, (tmp_path/"run"/"round_1"/"eval.jsonl").read_text().splitlines())}
+    assert {r["qid"]: r["text"] for r in res.rows} == recorded
+
+
+def test_paired_bootstrap():
+    rng = np.random.default_rng(0)
+    a, b = rng.random(150) < 0.3, rng.random(150) < 0.6
+    diff, lo, hi = paired_bootstrap(a, b, n_boot=4000)
+    assert diff == pytest.approx(b.mean() - a.mean()) and lo < diff < hi and lo > 0
+    assert paired_bootstrap(a, a) == (0.0, 0.0, 0.0)
+    # the reference: resample question indices one row at a time
+    idx = np.random.default_rng(0).integers(0, 150, size=(4000, 150))
+    ref = [(b[i].astype(float) - a[i]).mean() for i in idx]
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(ref, [0.025, 0.975])))
+    with pytest.raises(ValueError, match="equal length"): paired_bootstrap([1, 0, 1], [1, 0])
+
+
+def test_one_grading_policy_for_the_e_step_and_evaluation():
+    "A rationale that only names the text of the right choice is not an answer: neither accepted nor counted correct."
+    from em_tutorial.generate import Completion
+    from em_tutorial.samplers import make_trace
+    q = make_question("Mercury_1", "Which is a metal?", ["A", "B", "C"], ["wood", "iron", "glass"], "B", "arc_easy", "train")
+    tok = M.tiny_model("llama")[1]
+    for text, correct in [("Iron conducts electricity, so it is iron.", False), ("Iron conducts. The answer is (B).", True),
+                          ("Iron conducts, so the answer is B", True)]:
+        trace = make_trace(q, tok, Completion(text, 5), hinted=False, tries=1, tokens=5)
+        scored = score_cot([q], [Completion(text, 5)]).rows[0]
+        assert trace.correct == trace.accepted == scored["correct"] == correct, text

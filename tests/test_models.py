@@ -61,7 +61,7 @@ def test_missing_folder_and_bad_folder(tmp_path):
 
 
 def test_bad_quantize_dtype_device():
-    with pytest.raises(ValueError, match="not one of 'none', '4bit', 'auto'"):
+    with pytest.raises(ValueError, match="not one of 'auto', '4bit', 'none'"):
         load_model(quantize='8bit')
     with pytest.raises(ValueError, match='not a floating torch dtype'):
         load_model(dtype='int8')

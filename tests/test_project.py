@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent/"shared"/"data"
+DATA = Path(os.environ.get("EM_TUTORIAL_DATA", "/nonexistent"))
 
 def cli(*args, **kw):
     code = "import sys; from em_tutorial.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -31,12 +31,12 @@ def test_help_on_every_subcommand():
         r = cli(name, "--help")
         assert r.returncode == 0 and "usage: em-tutorial " + name in r.stdout
 
-@pytest.mark.skipif(not DATA.exists(), reason="release files not beside the checkout")
+@pytest.mark.skipif(not DATA.exists(), reason="EM_TUTORIAL_DATA does not name a folder of the release files")
 def test_data_counts_match_the_releases():
     want = {"arc_challenge": [1119, 299, 1172], "arc_easy": [2251, 570, 2376],
             "openbookqa": [4957, 500, 500], "mmlu": [285, 1531, 14042]}
     for ds, ns in want.items():
-        r = cli("data", ds, "--data-dir", str(DATA), "--json")
+        r = cli("data", ds, "--source", str(DATA), "--json")
         assert r.returncode == 0, r.stderr
         assert [json.loads(l)["n"] for l in r.stdout.splitlines()] == ns
 
@@ -46,7 +46,47 @@ def test_data_default_is_the_bundled_sample():
 
 @pytest.mark.parametrize("args,msg", [(["data", "mmlu", "--subjects", "astrology"], "Unknown MMLU subject(s) astrology"),
                                       (["data", "arc_easy", "--split", "holdout"], "Unknown split 'holdout'"),
-                                      (["data", "arc_easy", "--data-dir", "/no/such/dir"], "does not exist")])
+                                      (["data", "arc_easy", "--source", "/no/such/dir"], "does not exist"),
+                                      (["data", "arc_easy", "--data-dir", "/no/such/dir"], "does not exist")])  # the old name
 def test_bad_input_is_one_sentence(args, msg):
     r = cli(*args)
     assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
+
+
+# --- one owner for every fact -------------------------------------------------------------------------------------
+
+MODULES = {p.stem: p.read_text() for p in (ROOT/"em_tutorial").glob("*.py") if not p.stem.startswith("_")}
+
+def _notebook_number(module: str) -> int:
+    return int(re.search(r"File to edit: \.\./nbs/(\d+)_", MODULES[module])[1])
+
+def test_modules_import_only_earlier_notebooks():
+    "The notebooks are numbered in import order: no module imports from a later-numbered one (top level or inside)."
+    for name, text in MODULES.items():
+        for dep in re.findall(r"from (?:em_tutorial)?\.(\w+) import", text):
+            assert _notebook_number(dep) < _notebook_number(name), f"{name} imports {dep}"
+
+def test_modules_are_short():
+    long = {n: t.count("\n") for n, t in MODULES.items() if t.count("\n") > 390}   # aim: ~350; models.py is the longest
+    assert not long, long
+
+def test_one_definition_of_each_fact():
+    env = {n for n, t in MODULES.items() if re.search(r"environ\.get\([\"'](?:RANK|WORLD_SIZE|LOCAL_RANK)", t)}
+    assert env == {"core"}, env                                   # the process group is read in one place
+    assert {n for n, t in MODULES.items() if "sha256" in t} == {"core"}   # one seed hash
+    assert sum(len(re.findall(r"^QUANTIZE = ", t, re.M)) for t in MODULES.values()) == 1
+    assert sum(len(re.findall(r"^SAMPLERS = ", t, re.M)) for t in MODULES.values()) == 1
+    from em_tutorial.runs import METRIC_COLUMNS
+    from em_tutorial.experiments import RESULT_COLUMNS
+    assert "acceptance_rate" in METRIC_COLUMNS and "acceptance_rate" in RESULT_COLUMNS
+    assert not any("accept_rate" in t for t in MODULES.values())
+
+def test_notebooks_need_nothing_beside_the_checkout():
+    "Only cells flagged slow may read the full release files, and only through EM_TUTORIAL_DATA; no machine paths."
+    for nb in sorted((ROOT/"nbs").rglob("*.ipynb")):
+        for c in json.loads(nb.read_text())["cells"]:
+            src = "".join(c["source"])
+            if c["cell_type"] != "code": continue
+            assert "/work/" not in src and "shared/data" not in src, f"{nb.name}: {src[:80]}"
+            if "release_dir()" in src and "def release_dir" not in src:
+                assert src.startswith("#| slow"), f"{nb.name}: {src[:80]}"

@@ -69,7 +69,7 @@ def test_reference_run_trains(reference):
     assert all(r["accepted"] for r in reference["traces1"])
 
 
-@pytest.mark.parametrize("kill_at", ["round1.chunk1", "round1.train", "round2.chunk0"])
+@pytest.mark.parametrize("kill_at", ["round1.chunk1", "round1.train", "round1.eval", "round1.metrics", "round2.chunk0"])
 def test_kill_and_resume(tmp_path, reference, kill_at):
     run = tmp_path/"run"
     rc, out = _run(tmp_path, run, kill_at)
@@ -85,6 +85,10 @@ def test_kill_and_resume(tmp_path, reference, kill_at):
         assert not (rd/"adapter").exists() and (rd/"train_log.csv").exists()
     if "eval" in kill_at:
         assert (rd/"trained.done").exists() and not (rd/"evaluated.done").exists()
+    if "metrics" in kill_at:                                              # metrics.json written, its marker not yet:
+        from em_tutorial.runs import finished_rounds, read_metrics       # the round is not finished, for everyone
+        assert (rd/"metrics.json").exists() and not (rd/"evaluated.done").exists()
+        assert finished_rounds(run) == [] and [r["round"] for r in read_metrics(run)] == [0]
     rc, out = _run(tmp_path, run)
     assert rc == 0, out
     _check_same(run, reference)
@@ -120,8 +124,40 @@ def test_sigkill_while_sampling(tmp_path, reference):
 
 def test_same_call_on_finished_run_does_nothing(reference):
     run = reference["run"]
-    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != "manifest.json"}
+    unchanged = lambda p: p.is_file() and p.name not in ("manifest.json", "run.lock")   # the lock holds the last pid
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if unchanged(p)}
     assert _run(reference["tmp"], run)[0] == 0
-    after = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != "manifest.json"}
+    after = {p: p.stat().st_mtime_ns for p in run.rglob("*") if unchanged(p)}
     assert before == after
     assert len(json.loads((run/"manifest.json").read_text())["resumed"]) == 1
+
+
+def test_second_writer_is_refused(tmp_path, reference):
+    "A second process on a folder that a running process holds is refused, in one sentence naming the first."
+    run = tmp_path/"run"
+    first = _run(tmp_path, run, slow=1.5, wait=False)
+    t0 = time.time()
+    while not (run/"round_1"/"traces.jsonl").exists() and time.time() - t0 < 120 and first.poll() is None: time.sleep(0.05)
+    rc, out = _run(tmp_path, run)
+    first.kill(); first.wait()
+    assert rc != 0 and f"is in use by process {first.pid}" in out, out
+    rc, out = _run(tmp_path, run)                                         # the lock died with its process
+    assert rc == 0, out
+    _check_same(run, reference)
+
+
+def test_folder_written_by_the_old_code_resumes(tmp_path):
+    "tests/fixtures/old_run was written by the code before the house move (train.py), killed at round2.chunk0."
+    import shutil, warnings
+    from em_tutorial.em import EMConfig, run_em
+    from em_tutorial.runs import read_config
+    run = tmp_path/"old_run"
+    shutil.copytree(Path(__file__).parent/"fixtures"/"old_run", run)
+    done = {p: p.read_bytes() for p in (run/"round_0").iterdir()} | {p: p.read_bytes() for p in (run/"round_1").rglob("*") if p.is_file()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rows = run_em(EMConfig.from_dict(read_config(run)), run, progress=False)
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    assert all(p.read_bytes() == b for p, b in done.items())                # finished rounds are not redone
+    assert (run/"round_2"/"evaluated.done").exists()
+    assert (run/"metrics.csv").read_text().splitlines()[0].split(",")[6] == "acceptance_rate"

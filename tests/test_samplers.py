@@ -83,7 +83,8 @@ def test_pps_is_always_hinted(tok, monkeypatch):
     qs = [Q(0), Q(1, answer="C")]
     fake = CannedGenerate(qs, {("q0", True, 0): "Because. The answer is (B).", ("q1", True, 0): "We are told. The answer is (C)."})
     monkeypatch.setattr(S, "generate", fake)
-    tr = prompt_posterior_sample(None, tok, qs, budget=4)                          # budget is ignored
+    with pytest.raises(TypeError, match="budget"): prompt_posterior_sample(None, tok, qs, budget=4)   # rejection's option
+    tr = prompt_posterior_sample(None, tok, qs)
     assert len(fake.calls) == 1 and all(h for _, h, _ in fake.calls[0])
     assert all(t.hinted and t.tries == 1 for t in tr)
     assert [t.accepted for t in tr] == [True, False] and tr[1].restates_hint
@@ -118,7 +119,7 @@ def test_restates_hint():
 def test_interface_errors(tok):
     assert set(SAMPLERS) == {"rejection", "star", "pps"} and get_sampler("pps") is prompt_posterior_sample
     with pytest.raises(ValueError, match="choose one of: rejection, star, pps"): get_sampler("grpo")
-    with pytest.raises(ValueError, match="unknown option"): star_sample(None, tok, [Q(0)], temprature=1.0)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'temprature'"): star_sample(None, tok, [Q(0)], temprature=1.0)
     with pytest.raises(ValueError, match="budget"): rejection_sample(None, tok, [Q(0)], budget=0)
     with pytest.raises(ValueError, match="MCQuestion"): prompt_posterior_sample(None, tok, ["text"])
 

@@ -96,7 +96,7 @@ def test_zero_accepted_round_keeps_the_policy(tmp_path):
     (dict(dataset="gsm8k"), "choose one of: arc_easy, arc_challenge, openbookqa, mmlu"),
     (dict(quantize="8bit"), "choose one of: auto, 4bit, none"),
     (dict(eval_split="dev2"), "choose one of: train, validation, test"),
-    (dict(model="tiny-gpt2"), "'tiny-llama' and 'tiny-qwen2'"),
+    (dict(model="tiny-gpt2"), "choose one of: tiny-llama, tiny-qwen2"),
     (dict(rounds=0), "rounds=0 must be a positive integer"),
     (dict(budget=1.5), "budget=1.5 must be a positive integer"),
     (dict(temperature=0), "temperature=0 must be > 0"),
