@@ -17,7 +17,7 @@ from .evaluate import EVAL_METHODS
 __all__ = ['DEMO', 'cmd_data', 'build_parser', 'main', 'config_flags', 'config_from_args', 'cmd_train', 'cmd_eval', 'cmd_compare',
            'cmd_demo']
 
-# %% ../nbs/11_cli.ipynb #edbfb38e
+# %% ../nbs/11_cli.ipynb #8a4bf893
 def _add_source(p):
     p.add_argument("--source", default=None, help="data: a folder of release files, or 'hub' (default: the bundled sample)")
     p.add_argument("--data-dir", dest="source", help=argparse.SUPPRESS)   # the old name, still accepted

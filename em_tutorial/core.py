@@ -20,7 +20,7 @@ def threads_for_test():
         import torch
         torch.set_num_threads(1)
 
-# %% ../nbs/01_core.ipynb #c68aa531
+# %% ../nbs/01_core.ipynb #4eb554d8
 def installed(module: str) -> bool:
     "Whether `module` can be imported (found on the path), without importing it."
     import importlib.util
@@ -78,7 +78,7 @@ def read_jsonl(path) -> list[dict]:
             raise ValueError(f"{path}, line {i+1}: not valid JSON; the trace file is corrupt, delete it to start over.")
     return rows
 
-# %% ../nbs/01_core.ipynb #cd088f2e
+# %% ../nbs/01_core.ipynb #ab31c181
 def repair_jsonl(path) -> int:
     "Cut a torn (unterminated) last line off a JSONL file; returns the number of bytes removed."
     path = Path(path)
@@ -89,12 +89,12 @@ def repair_jsonl(path) -> int:
     atomic_write_text(path, keep.decode())
     return len(data) - len(keep)
 
-# %% ../nbs/01_core.ipynb #8d78f8fc
+# %% ../nbs/01_core.ipynb #724e6ab1
 def seed_hash(*parts) -> int:
     "A 64-bit integer from the SHA-256 of `parts` joined by '/'."
     return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little")
 
-# %% ../nbs/01_core.ipynb #2c942137
+# %% ../nbs/01_core.ipynb #9812dc37
 def rank() -> int:
     "This process's index among all processes (0 without a launcher)."
     return int(os.environ.get("RANK", "0"))
@@ -111,7 +111,7 @@ def is_main_process() -> bool:
     "Whether this is the process that writes files (rank 0)."
     return rank() == 0
 
-# %% ../nbs/01_core.ipynb #f158754d
+# %% ../nbs/01_core.ipynb #bd2210a9
 def barrier() -> None:
     "Wait for every process; a no-op in a single process."
     if world_size() == 1: return

@@ -15,7 +15,8 @@ from typing import NamedTuple
 __all__ = ['LETTERS', 'DATASETS', 'SPLITS', 'HUB_IDS', 'MMLU_SUBJECTS', 'SAMPLE_DIR', 'SAMPLE_SIZES', 'ANSWER_FORMAT',
            'MCQuestion', 'make_question', 'check_dataset', 'split_names', 'check_split', 'check_subjects', 'read_local',
            'release_dir', 'make_sample', 'read_hub', 'load_questions', 'question_text', 'user_prompt', 'build_prompt',
-           'format_target', 'answer_stated', 'truncate_after_answer', 'ParsedAnswer', 'parse_answer', 'grade']
+           'format_target', 'answer_stated', 'answer_start', 'truncate_after_answer', 'ParsedAnswer', 'parse_answer',
+           'grade']
 
 # %% ../nbs/02_data.ipynb #fbf22eba
 LETTERS = "ABCDEFGHIJ"
@@ -163,7 +164,7 @@ def read_local(dataset: str, split: str, root, subjects=None) -> list[MCQuestion
                 out.append(make_question(_mmlu_id(subject, row), row[0], "ABCD", row[1:5], row[5], dataset, split, subject, where=where))
     return out
 
-# %% ../nbs/02_data.ipynb #705a8f46
+# %% ../nbs/02_data.ipynb #99908a7b
 def release_dir() -> Path:
     "The folder of full release files that the environment variable EM_TUTORIAL_DATA names."
     p = os.environ.get("EM_TUTORIAL_DATA")
@@ -285,6 +286,11 @@ def answer_stated(text: str) -> bool:
     "Whether `text` already contains a strict answer statement (generation can stop)."
     return _STRICT.search(text) is not None
 
+def answer_start(text: str) -> int|None:
+    "Where the first strict answer statement in `text` begins (the rationale is what comes before), or None."
+    m = _STRICT.search(text)
+    return None if m is None else m.start()
+
 def truncate_after_answer(text: str) -> str:
     "`text` up to and including its first strict answer statement and a closing period; unchanged if there is none."
     m = _STRICT.search(text)
@@ -310,7 +316,7 @@ def parse_answer(text, labels=("A", "B", "C", "D")) -> ParsedAnswer:
         if hits: return ParsedAnswer(hits[-1].upper(), False)
     return ParsedAnswer(None, False)
 
-# %% ../nbs/02_data.ipynb #9616f0e6
+# %% ../nbs/02_data.ipynb #98835447
 def grade(q: MCQuestion, text) -> ParsedAnswer:
     "The answer `text` gives to `q` under the package's one grading policy (E-step and evaluation alike)."
     return parse_answer(truncate_after_answer(text) if isinstance(text, str) else text, q.labels)

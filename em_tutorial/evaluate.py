@@ -7,17 +7,19 @@ Docs: https://em-tutorial.github.io/em_tutorial/evaluate.html.md"""
 # %% ../nbs/07_evaluate.ipynb #b43dfa60
 from __future__ import annotations
 import math, time
+from collections import Counter
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
 
-from .data import MCQuestion, build_prompt, question_text, grade
+from .data import MCQuestion, build_prompt, question_text, grade, answer_start
 
 # %% auto #0
-__all__ = ['LOGLIK_METHODS', 'EVAL_METHODS', 'bootstrap_ci', 'wilson_ci', 'paired_bootstrap', 'EvalResult', 'loglik_requests',
-           'encode_pair', 'loglikelihoods', 'loglik_accuracy', 'score_cot', 'evaluate_cot']
+__all__ = ['LOGLIK_METHODS', 'EARLY_TOKENS', 'EVAL_METHODS', 'bootstrap_ci', 'wilson_ci', 'paired_bootstrap', 'EvalResult',
+           'loglik_requests', 'encode_pair', 'loglikelihoods', 'loglik_accuracy', 'score_cot', 'collapse_stats',
+           'evaluate_cot']
 
 # %% ../nbs/07_evaluate.ipynb #119f27c2
 def bootstrap_ci(correct,             # outcomes per question: 0/1 or booleans
@@ -44,7 +46,7 @@ def wilson_ci(k: int,               # number correct
     centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
 
-# %% ../nbs/07_evaluate.ipynb #2b1ce147
+# %% ../nbs/07_evaluate.ipynb #cdbf6dab
 def paired_bootstrap(a,                   # outcomes of model A per question: 0/1 or booleans
                      b,                   # outcomes of model B on the same questions, in the same order
                      n_boot: int=20_000,  # number of resamples B
@@ -76,6 +78,7 @@ class EvalResult:
     accuracy_norm_ci: tuple|None = None
     n_unparsable: int|None = None      # CoT: outputs with no readable answer (counted wrong)
     mean_tokens: float|None = None     # CoT: mean rationale length in generated tokens
+    diagnostics: dict|None = None      # CoT: signs of a model that stopped reasoning (`collapse_stats`)
     seconds: float|None = None         # wall time of the evaluation
     info: dict = field(default_factory=dict)            # model, adapter, dataset, split, settings
     rows: list = field(default_factory=list, repr=False)  # one dict per question
@@ -110,6 +113,11 @@ class EvalResult:
         if self.accuracy_norm is not None: lines.append(f"| acc_norm (per character) | {pm(self.accuracy_norm, self.accuracy_norm_ci)} |")
         if self.n_unparsable is not None: lines.append(f"| unparsable | {self.n_unparsable} / {self.n} |")
         if self.mean_tokens is not None: lines.append(f"| mean tokens | {self.mean_tokens:.1f} |")
+        if self.diagnostics:
+            d = self.diagnostics
+            lines += [f"| rationale tokens before the answer | {d['mean_rationale_tokens']:.1f} |",
+                      f"| answered within {EARLY_TOKENS} tokens | {d['early_answer_share']:.2f} |",
+                      f"| predicted letters (gold) | {_letters(d)} |"]
         lines.append(f"| chance | {self.chance:.3f} |")
         if self.seconds is not None: lines.append(f"| time | {self.seconds:.0f} s |")
         return "\n".join(lines)
@@ -237,6 +245,7 @@ def loglik_accuracy(model,                     # a causal LM (plain or peft-wrap
 def score_cot(questions,             # MCQuestion records
               completions,           # one Completion (text, n_tokens) per question, in the same order
               *,
+              tokenizer=None,        # the model's tokenizer: adds `collapse_stats` diagnostics
               n_boot: int=2000,      # bootstrap resamples for the intervals
               seed: int=0,           # seed of the bootstrap
               info: dict|None=None,  # extra fields for EvalResult.info
@@ -256,7 +265,28 @@ def score_cot(questions,             # MCQuestion records
     return EvalResult("cot", len(rows), acc, ci, _chance(questions), accuracy_strict=strict, accuracy_strict_ci=strict_ci,
                       n_unparsable=sum(r["parsed"] is None for r in rows),
                       mean_tokens=float(np.mean([r["n_tokens"] for r in rows])),
+                      diagnostics=collapse_stats(rows, tokenizer) if tokenizer is not None else None,
                       rows=rows, info={**_data_info(questions), **(info or {})})
+
+# %% ../nbs/07_evaluate.ipynb #5d54f9e7
+EARLY_TOKENS = 10   # an answer stated within this many generated tokens counts as answered at once
+
+def collapse_stats(rows,       # `score_cot` rows: gold, parsed, text
+                   tokenizer,  # the model's tokenizer, to count rationale tokens
+                  ) -> dict:
+    "Predicted vs gold letters, the top letter's share, rationale tokens before the answer, share answered at once."
+    if not rows: return {}
+    starts = [answer_start(r["text"]) for r in rows]
+    before = [r["text"] if s is None else r["text"][:s] for r, s in zip(rows, starts)]
+    n_before = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in before]
+    predicted = Counter(r["parsed"] or "none" for r in rows)
+    top = max((v for k, v in predicted.items() if k != "none"), default=0)
+    return dict(predicted=dict(sorted(predicted.items())), gold=dict(sorted(Counter(r["gold"] for r in rows).items())),
+                top_letter_share=top / len(rows), mean_rationale_tokens=float(np.mean(n_before)),
+                early_answer_share=float(np.mean([s is not None and n <= EARLY_TOKENS for s, n in zip(starts, n_before)])))
+
+def _letters(d: dict) -> str:
+    return ", ".join(f"{k} {d['predicted'].get(k, 0)} ({d['gold'].get(k, 0)})" for k in sorted(set(d["predicted"]) | set(d["gold"])))
 
 # %% ../nbs/07_evaluate.ipynb #5878dfa1
 def evaluate_cot(model,                     # a causal LM with a chat template (plain or peft-wrapped)
@@ -275,7 +305,7 @@ def evaluate_cot(model,                     # a causal LM with a chat template (
     t0 = time.time()
     outs = generate(model, tokenizer, prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens, seed=seed,
                     batch_size=batch_size, stop_at_answer=True, progress=progress)
-    res = score_cot(questions, [o[0] for o in outs], seed=seed,
+    res = score_cot(questions, [o[0] for o in outs], seed=seed, tokenizer=tokenizer,
                     info={**_model_info(model), "max_new_tokens": max_new_tokens, "decoding": "greedy"})
     res.seconds = round(time.time() - t0, 1)
     return res

@@ -51,16 +51,19 @@ def compare(out_dir,                                   # folder holding one run 
 
 # %% ../nbs/10_experiments.ipynb #1f62b5f0
 RESULT_COLUMNS = ["sampler", "round", "accuracy", "ci_low", "ci_high", "accuracy_strict", "n_eval", "n_unparsable",
-                  "eval_mean_tokens", "n_sampled", "n_accepted", "acceptance_rate", "tokens_spent",
+                  "eval_mean_tokens", "answer_only_accuracy", "rationale_tokens", "early_answer_share",
+                  "top_letter_share", "n_sampled", "n_accepted", "acceptance_rate", "tokens_spent",
                   "tokens_per_accepted", "mean_rationale_tokens", "hinted_fraction", "restated_hint_count",
                   "sample_s", "train_s", "eval_s"]
 
 def _row(sampler: str, m: dict) -> dict:
     ev, st, sec = m.get("eval") or {}, m.get("sampler_stats") or {}, m.get("seconds") or {}
-    ci = ev.get("accuracy_ci") or (None, None)
+    ci, d = ev.get("accuracy_ci") or (None, None), ev.get("diagnostics") or {}
     return dict(sampler=sampler, round=m.get("round"), accuracy=ev.get("accuracy"), ci_low=ci[0], ci_high=ci[1],
                 accuracy_strict=ev.get("accuracy_strict"), n_eval=ev.get("n"), n_unparsable=ev.get("n_unparsable"),
-                eval_mean_tokens=ev.get("mean_tokens"), n_sampled=m.get("n_sampled"), n_accepted=m.get("n_accepted"),
+                eval_mean_tokens=ev.get("mean_tokens"), answer_only_accuracy=(m.get("answer_only") or {}).get("accuracy"),
+                rationale_tokens=d.get("mean_rationale_tokens"), early_answer_share=d.get("early_answer_share"),
+                top_letter_share=d.get("top_letter_share"), n_sampled=m.get("n_sampled"), n_accepted=m.get("n_accepted"),
                 acceptance_rate=st.get("acceptance_rate"), tokens_spent=st.get("tokens"),
                 tokens_per_accepted=st.get("tokens_per_accepted"), mean_rationale_tokens=st.get("mean_rationale_tokens"),
                 hinted_fraction=st.get("hinted_fraction"), restated_hint_count=st.get("restated_hint_count"),
@@ -101,17 +104,20 @@ def results_table(rows: list[dict]) -> str:
     "A markdown table: the base model and each sampler's last round."
     last = {}
     for r in rows: last[r["sampler"]] = r if r["sampler"] not in last or r["round"] >= last[r["sampler"]]["round"] else last[r["sampler"]]
-    lines = ["| method | round | accuracy (95% CI) | strict | unparsable | acceptance | tokens / accepted | rationale tokens | sample s | train s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | round | accuracy (95% CI) | answer-only | strict | unparsable | eval rationale tokens "
+             "| answered at once | top letter | acceptance | tokens / accepted | accepted rationale tokens | sample s | train s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s, r in last.items():
         acc = f"{r['accuracy']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r["accuracy"] is not None else "–"
-        lines.append(f"| {SAMPLER_NAMES.get(s, s)} | {r['round']} | {acc} | {_f(r['accuracy_strict'], '.3f')} | "
-                     f"{_f(r['n_unparsable'], 'd')}/{_f(r['n_eval'], 'd')} | {_f(r['acceptance_rate'], '.2f')} | "
+        lines.append(f"| {SAMPLER_NAMES.get(s, s)} | {r['round']} | {acc} | {_f(r.get('answer_only_accuracy'), '.3f')} | "
+                     f"{_f(r['accuracy_strict'], '.3f')} | {_f(r['n_unparsable'], 'd')}/{_f(r['n_eval'], 'd')} | "
+                     f"{_f(r.get('rationale_tokens'), '.0f')} | {_f(r.get('early_answer_share'), '.2f')} | "
+                     f"{_f(r.get('top_letter_share'), '.2f')} | {_f(r['acceptance_rate'], '.2f')} | "
                      f"{_f(r['tokens_per_accepted'], '.0f')} | {_f(r['mean_rationale_tokens'], '.0f')} | "
                      f"{_f(r['sample_s'], '.0f')} | {_f(r['train_s'], '.0f')} |")
     return "\n".join(lines)
 
-# %% ../nbs/10_experiments.ipynb #90da8854
+# %% ../nbs/10_experiments.ipynb #55615bdc
 def eval_path(out_dir, sampler: str, k: int) -> Path:
     "Where `compare` keeps the per-question evaluation of `sampler`'s round k (sampler 'base' for round 0)."
     return Path(out_dir)/"eval"/f"{sampler}_round{k}.jsonl"
@@ -127,7 +133,7 @@ def write_evaluations(out_dir, samplers=("rejection", "star", "pps")) -> list[Pa
             atomic_write_text(dest, (round_dir(run, k)/EVAL_FILE).read_text()); out.append(dest)
     return out
 
-# %% ../nbs/10_experiments.ipynb #d38dee93
+# %% ../nbs/10_experiments.ipynb #557c0722
 def paired_comparison(out_dir,              # a comparison folder holding eval/<sampler>_round<k>.jsonl
                       alpha: float=0.05,    # 1 - confidence level of each interval
                       n_boot: int=20_000,   # bootstrap resamples
@@ -153,7 +159,7 @@ def paired_comparison(out_dir,              # a comparison folder holding eval/<
 # %% ../nbs/10_experiments.ipynb #cad0614f
 def plot_comparison(rows: list[dict], title: str|None=None):
     "Plot accuracy (with 95% CIs), acceptance, rationale length and cost per round; returns the axes."
-    fig, axs = plt.subplots(2, 2, figsize=(10, 7), constrained_layout=True)
+    fig, axs = plt.subplots(3, 2, figsize=(10, 10), constrained_layout=True)
     base = next((r for r in rows if r["sampler"] == "base"), None)
     samplers = [s for s in dict.fromkeys(r["sampler"] for r in rows) if s != "base"]
     for i, s in enumerate(samplers):
@@ -167,12 +173,17 @@ def plot_comparison(rows: list[dict], title: str|None=None):
         axs[0, 1].plot(rounds, [r["acceptance_rate"] for r in rs], marker="o", label=SAMPLER_NAMES.get(s, s))
         axs[1, 0].plot(rounds, [r["mean_rationale_tokens"] for r in rs], marker="o", label=SAMPLER_NAMES.get(s, s))
         axs[1, 1].plot(rounds, [r["tokens_per_accepted"] for r in rs], marker="o", label=SAMPLER_NAMES.get(s, s))
+        xs = [r["round"] for r in acc]
+        axs[2, 0].plot(xs, [r.get("rationale_tokens") for r in acc], marker="o", label=SAMPLER_NAMES.get(s, s))
+        axs[2, 1].plot(xs, [r.get("top_letter_share") for r in acc], marker="o", label=SAMPLER_NAMES.get(s, s))
     if base and base.get("n_eval"):
         axs[0, 0].axhline(base["accuracy"], color="gray", ls=":", lw=1, label="base model")
     for ax, (t, yl) in zip(axs.flat, [("Held-out accuracy (greedy, no hint; 95% CI)", "accuracy"),
                                       ("E-step acceptance rate", "accepted / questions"),
                                       ("Accepted rationale length", "tokens"),
-                                      ("E-step cost per accepted trace", "generated tokens")]):
+                                      ("E-step cost per accepted trace", "generated tokens"),
+                                      ("Held-out rationale length before the answer", "tokens"),
+                                      ("Share of the most frequent predicted letter", "share of answers")]):
         ax.set_title(t, fontsize=10); ax.set_xlabel("EM round"); ax.set_ylabel(yl); ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
     last = max([r["round"] for r in rows if r["sampler"] != "base"], default=1)

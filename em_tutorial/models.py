@@ -224,7 +224,7 @@ def describe_model(model) -> str:
     if peft and t: line += f' · {_short(t)} of {_short(n)} params trainable'
     return line
 
-# %% ../nbs/03_models.ipynb #6c0cd568
+# %% ../nbs/03_models.ipynb #45e032e3
 def check_model(name: str) -> str:
     "Where `load_model(name)` would load from ('offline copy', 'local folder', 'Hub', 'random init'), or one clear error."
     name = str(name)

@@ -188,6 +188,23 @@ def test_evaluate_run_uses_the_base_model_the_run_trained(tmp_path):
         res = evaluate_run(tmp_path/"run", round=1, n=cfg.n_eval, seed=cfg.seed, progress=False)
     recorded = {r["qid"]: r["text"] for r in map(json.loads, (tmp_path/"run"/"round_1"/"eval.jsonl").read_text().splitlines())}
     assert {r["qid"]: r["text"] for r in res.rows} == recorded
+    # every round records the collapse diagnostics and the same model's answer-only accuracy
+    m = json.loads((tmp_path/"run"/"round_1"/"metrics.json").read_text())
+    assert sum(m["eval"]["diagnostics"]["predicted"].values()) == cfg.n_eval and 0 <= m["answer_only"]["accuracy"] <= 1
+    header = (tmp_path/"run"/"metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"answer_only_accuracy", "rationale_tokens", "early_answer_share", "top_letter_share"} <= set(header)
+
+
+def test_collapse_stats():
+    from em_tutorial.evaluate import collapse_stats
+    tok = M.tiny_model("llama")[1]
+    rows = [dict(gold="A", parsed="B", text="The answer is (B)."), dict(gold="B", parsed=None, text="Plants make sugar."),
+            dict(gold="C", parsed="C", text="Ice is the solid form of water; it melts when it gets warm. The answer is (C).")]
+    d = collapse_stats(rows, tok)
+    assert d["predicted"] == {"B": 1, "C": 1, "none": 1} and d["gold"] == {"A": 1, "B": 1, "C": 1}
+    assert d["early_answer_share"] == pytest.approx(1 / 3)          # only the bare statement; "none" never counts
+    n = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in ("", "Plants make sugar.", "Ice is the solid form of water; it melts when it gets warm. ")]
+    assert d["mean_rationale_tokens"] == pytest.approx(np.mean(n))
 
 
 def test_paired_bootstrap():
