@@ -268,7 +268,7 @@ def score_cot(questions,             # MCQuestion records
                       diagnostics=collapse_stats(rows, tokenizer) if tokenizer is not None else None,
                       rows=rows, info={**_data_info(questions), **(info or {})})
 
-# %% ../nbs/07_evaluate.ipynb #8eb83a1a
+# %% ../nbs/07_evaluate.ipynb #1b618704
 EARLY_TOKENS = 10   # an answer stated within this many generated tokens counts as answered at once
 
 def collapse_stats(rows,       # `score_cot` rows: gold, parsed, text
