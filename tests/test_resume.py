@@ -160,4 +160,4 @@ def test_folder_written_by_the_old_code_resumes(tmp_path):
     assert [r["round"] for r in rows] == [0, 1, 2]
     assert all(p.read_bytes() == b for p, b in done.items())                # finished rounds are not redone
     assert (run/"round_2"/"evaluated.done").exists()
-    assert (run/"metrics.csv").read_text().splitlines()[0].split(",")[6] == "acceptance_rate"
+    assert "acceptance_rate" in (run/"metrics.csv").read_text().splitlines()[0].split(",")
