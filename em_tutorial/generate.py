@@ -168,6 +168,30 @@ def _eos_ids(model, tokenizer) -> list[int]:
     eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
     return sorted(set(eos) | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()))
 
+class _RoomyLayer(DynamicLayer):
+    "A `DynamicLayer` that writes new keys and values into spare room at the end of its buffers, instead of copying the whole layer at every step."
+    room = 64   # spare positions allocated at a time
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized: self.lazy_initialization(key_states, value_states)
+        n, L = key_states.shape[2], self.get_seq_length()
+        if getattr(self, "_view", None) is not self.keys or L + n > self._kbuf.shape[2]:   # replaced from outside, or full
+            B, H, _, D = key_states.shape
+            self._kbuf = key_states.new_empty((B, H, L + n + self.room, D))
+            self._vbuf = value_states.new_empty((B, H, L + n + self.room, value_states.shape[3]))
+            if L: self._kbuf[:, :, :L], self._vbuf[:, :, :L] = self.keys, self.values
+        self._kbuf[:, :, L:L + n], self._vbuf[:, :, L:L + n] = key_states, value_states
+        self.keys, self.values = self._kbuf[:, :, :L + n], self._vbuf[:, :, :L + n]
+        self._view = self.keys
+        return self.keys, self.values
+
+def _new_cache(model):
+    "A `DynamicCache` for `model` whose full-attention layers are `_RoomyLayer`s."
+    cache = DynamicCache(config=model.config)
+    for layer in cache.layers:
+        if type(layer) is DynamicLayer: layer.__class__ = _RoomyLayer
+    return cache
+
 def _prefill(model, ids, prompts, pad):
     "Run prompts (indices into `ids`) once, left padded: (cache, last logits (U, V), mask (U, P), last positions (U,))."
     device = next(model.parameters()).device
@@ -178,11 +202,12 @@ def _prefill(model, ids, prompts, pad):
         input_ids[u, P - len(ids[i]):] = torch.tensor(ids[i]); mask[u, P - len(ids[i]):] = 1
     input_ids, mask = input_ids.to(device), mask.to(device)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)                                         # positions count real tokens
-    cache = DynamicCache(config=model.config)
+    cache = _new_cache(model)
     logits = model(input_ids=input_ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
                    logits_to_keep=1).logits[:, -1]
     return cache, logits, mask, pos[:, -1]
 
+# %% ../nbs/03_generate.ipynb #c0b1a7f2
 def _left_pad(x: torch.Tensor, length: int, dim: int) -> torch.Tensor:
     "`x` with zeros prepended along `dim` up to `length`."
     if x.shape[dim] == length: return x
@@ -191,7 +216,7 @@ def _left_pad(x: torch.Tensor, length: int, dim: int) -> torch.Tensor:
 
 def _joinable(cache) -> bool:
     "Can rows be added to this cache by left padding? (plain full-attention layers only, no sliding window)"
-    return all(type(layer) is DynamicLayer for layer in cache.layers)
+    return all(type(layer) in (DynamicLayer, _RoomyLayer) for layer in cache.layers)
 
 def _join(cache, mask, other, other_mask) -> torch.Tensor:
     "Append `other`'s rows to `cache` in place, left-padding the shorter one; returns the joined attention mask."
@@ -208,6 +233,7 @@ def _trim(cache, mask) -> torch.Tensor:
     for layer in cache.layers: layer.keys, layer.values = layer.keys[:, :, lead:], layer.values[:, :, lead:]
     return mask[:, lead:]
 
+# %% ../nbs/03_generate.ipynb #c0b1a7f5
 def _decode(model, tokenizer, ids, rows, keys, temperature, top_p, max_new_tokens, stop_at_answer,
             batch_size: int, continuous: bool=True, refill: int|None=None):
     "Yield (row number, Completion) as rows finish; at most `batch_size` rows are live, freed slots are refilled."

@@ -88,6 +88,25 @@ def test_samples_do_not_depend_on_batch_size_order_or_refill(monkeypatch):
     assert shuffled == [ref[i] for i in perm]
 
 
+def test_out_of_memory_halves_the_batch_and_keeps_the_samples(tiny, monkeypatch):
+    "An out-of-memory error halves the batch size; finished rows are kept, the others start again, samples unchanged."
+    model, tok = tiny
+    ref = generate(model, tok, PROMPTS, n=3, seed=5, batch_size=1, **SAMPLE)
+    forward, calls = type(model).forward, []
+
+    def tight(self, input_ids=None, **kw):                      # a device that holds at most 2 rows
+        calls.append(len(input_ids))
+        if len(input_ids) > 2: raise torch.OutOfMemoryError("pretend")
+        return forward(self, input_ids=input_ids, **kw)
+
+    monkeypatch.setattr(type(model), "forward", tight)
+    assert generate(model, tok, PROMPTS, n=3, seed=5, batch_size=8, **SAMPLE) == ref
+    assert max(calls) > 2 and calls[-1] <= 2
+    with pytest.raises(torch.OutOfMemoryError):                 # batch 1 and still out of memory: the error is raised
+        monkeypatch.setattr(type(model), "forward", lambda self, **kw: (_ for _ in ()).throw(torch.OutOfMemoryError("x")))
+        generate(model, tok, PROMPTS, batch_size=4, **SAMPLE)
+
+
 def test_per_prompt_seeds_do_not_depend_on_neighbours(tiny):
     model, tok = tiny
     both = generate(model, tok, PROMPTS[:2], n=2, seed=[11, 12], **SAMPLE)
@@ -230,6 +249,20 @@ def test_next_tokens_matches_the_full_sort():
         filt = torch.full_like(s, -float("inf")).scatter(-1, idx, srt.masked_fill(~keep, -float("inf")))
         assert torch.equal(next_tokens(x, keys, 5, T, p), (filt + gumbel_noise(keys, 5, 3000)).argmax(-1))
     assert torch.equal(next_tokens(x, keys, 5, 0.0), x.argmax(-1))
+
+
+def test_per_row_steps_equal_one_row_at_a_time(tiny):
+    "With continuous batching each row has its own step: the noise and the answer stop follow it, row by row."
+    torch.manual_seed(0)
+    x, keys, steps = torch.randn(6, 500) * 3, torch.arange(6) + 11, torch.tensor([0, 3, 3, 7, 1, 2])
+    for p in (0.9, 1.0):
+        alone = [int(next_tokens(x[r:r + 1], keys[r:r + 1], int(steps[r]), 0.8, p)) for r in range(6)]
+        assert next_tokens(x, keys, steps, 0.8, p).tolist() == alone
+    _, tok = tiny
+    g = tok(" so The answer is (C). and more text", add_special_tokens=False).input_ids
+    stop, ids = AnswerStop(tok), torch.tensor([g, g, g])
+    k = next(n for n in range(1, len(g) + 1) if stop(ids, [0], n)[0])      # the token that completes the answer
+    assert stop(ids, [0, 1, 2], [3, k, len(g)]) == [False, True, False]
 
 
 def test_answer_stop_is_exact(tiny):
