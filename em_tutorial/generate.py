@@ -41,8 +41,8 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 def uniform_noise(keys: torch.Tensor,           # (B,) int64 row keys in [0, 2**32)
-                  step: int|torch.Tensor,        # the decoding step (0 for the first new token), or (B,): one per row
-                  tokens: int|torch.Tensor,      # V for the whole vocabulary, or (B, K) token ids, one set per row
+                  step: int|torch.Tensor,        # decoding step (0: the first new token), or (B,): per row
+                  tokens: int|torch.Tensor,      # V for the whole vocabulary, or (B, K) token ids per row
                  ) -> torch.Tensor:
     "Uniform numbers in (0, 1), of shape (B, V) or (B, K): a pure function of (row key, step, token id)."
     if isinstance(tokens, int): tokens = torch.arange(tokens, device=keys.device)[None]    # (1, V)
@@ -64,10 +64,10 @@ def row_key(seed: int, sample: int, prompt: int|None=None) -> int:
 # %% ../nbs/03_generate.ipynb #4e3b6ae5
 def next_tokens(logits: torch.Tensor,       # (B, V) next-token logits
                 keys: torch.Tensor,         # (B,) int64 row keys (see `row_key`)
-                step: int|torch.Tensor,     # the decoding step (0 for the first new token), or (B,): each row's own
+                step: int|torch.Tensor,     # decoding step (0: the first new token), or (B,): per row
                 temperature: float,         # 0: greedy
                 top_p: float=1.0,           # nucleus mass, in (0, 1]
-                k: int=64,                  # candidates per row tried first; rows with a larger nucleus retry with 8k, ...
+                k: int=64,                  # candidates tried first; a larger nucleus retries with 8k, ...
                ) -> torch.Tensor:
     "The next token of each row: the argmax when greedy, else a keyed Gumbel-max sample from the top-p nucleus of softmax(logits / T)."
     if temperature == 0: return logits.argmax(-1)
@@ -107,7 +107,7 @@ class AnswerStop:
 
     def __call__(self, new_ids: torch.Tensor,  # (B, T) new tokens on the CPU
                  rows: list[int],               # the rows to check
-                 n: int|list[int],              # new tokens so far (the newest is new_ids[r, n-1]); one, or one per row
+                 n: int|list[int],              # new tokens so far (newest: new_ids[r, n-1]); or one per row
                 ) -> list[bool]:
         "For each row in `rows`: does its newest token complete the answer statement?"
         ns = [n] * len(rows) if isinstance(n, int) else list(n)
@@ -147,7 +147,7 @@ def merged_adapter(model):
             for m, w in zip(layers, saved): m.get_base_layer().weight.copy_(w)
 
 # %% ../nbs/03_generate.ipynb #3b93bb28
-CPU_BATCH_SIZE = 64    # sequences per batch on the CPU
+CPU_BATCH_SIZE = 128   # most sequences live at once on the CPU
 MAX_BATCH_SIZE = 1024  # cap for the CUDA estimate
 
 def auto_batch_size(model, max_len: int) -> int:
@@ -169,13 +169,13 @@ def _eos_ids(model, tokenizer) -> list[int]:
     return sorted(set(eos) | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()))
 
 class _RoomyLayer(DynamicLayer):
-    "A `DynamicLayer` that writes new keys and values into spare room at the end of its buffers, instead of copying the whole layer at every step."
+    "A `DynamicLayer` that writes new keys and values into spare room in its buffers, without copying them."
     room = 64   # spare positions allocated at a time
 
     def update(self, key_states, value_states, *args, **kwargs):
         if not self.is_initialized: self.lazy_initialization(key_states, value_states)
         n, L = key_states.shape[2], self.get_seq_length()
-        if getattr(self, "_view", None) is not self.keys or L + n > self._kbuf.shape[2]:   # replaced from outside, or full
+        if getattr(self, "_view", None) is not self.keys or L + n > self._kbuf.shape[2]:   # replaced, or full
             B, H, _, D = key_states.shape
             self._kbuf = key_states.new_empty((B, H, L + n + self.room, D))
             self._vbuf = value_states.new_empty((B, H, L + n + self.room, value_states.shape[3]))
@@ -193,7 +193,7 @@ def _new_cache(model):
     return cache
 
 def _prefill(model, ids, prompts, pad):
-    "Run prompts (indices into `ids`) once, left padded: (cache, last logits (U, V), mask (U, P), last positions (U,))."
+    "Run prompts (indices into `ids`) once, left padded: (cache, last logits, mask, last positions)."
     device = next(model.parameters()).device
     P = max(len(ids[i]) for i in prompts)
     input_ids = torch.full((len(prompts), P), pad, dtype=torch.long)                 # (U, P), left padded
@@ -201,7 +201,7 @@ def _prefill(model, ids, prompts, pad):
     for u, i in enumerate(prompts):
         input_ids[u, P - len(ids[i]):] = torch.tensor(ids[i]); mask[u, P - len(ids[i]):] = 1
     input_ids, mask = input_ids.to(device), mask.to(device)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)                                         # positions count real tokens
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)                                 # positions count real tokens
     cache = _new_cache(model)
     logits = model(input_ids=input_ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
                    logits_to_keep=1).logits[:, -1]
@@ -219,7 +219,7 @@ def _joinable(cache) -> bool:
     return all(type(layer) in (DynamicLayer, _RoomyLayer) for layer in cache.layers)
 
 def _join(cache, mask, other, other_mask) -> torch.Tensor:
-    "Append `other`'s rows to `cache` in place, left-padding the shorter one; returns the joined attention mask."
+    "Append `other`'s rows to `cache` in place, left-padding the shorter one; returns the joined mask."
     L = max(mask.shape[1], other_mask.shape[1])
     for a, b in zip(cache.layers, other.layers):
         a.keys = torch.cat([_left_pad(a.keys, L, 2), _left_pad(b.keys, L, 2)])        # (B, heads, L, head_dim)
@@ -236,23 +236,23 @@ def _trim(cache, mask) -> torch.Tensor:
 # %% ../nbs/03_generate.ipynb #c0b1a7f5
 def _decode(model, tokenizer, ids, rows, keys, temperature, top_p, max_new_tokens, stop_at_answer,
             batch_size: int, continuous: bool=True, refill: int|None=None):
-    "Yield (row number, Completion) as rows finish; at most `batch_size` rows are live, freed slots are refilled."
+    "Yield (row number, Completion) as rows finish; at most `batch_size` rows live, freed places refilled."
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos = torch.tensor(_eos_ids(model, tokenizer) or [-1], device=device)
     stop = AnswerStop(tokenizer) if stop_at_answer else None
     keys = torch.tensor(keys, device=device)
-    refill = refill or max(1, batch_size // 8)          # admit once this many slots are free (fewer prefills)
-    new = torch.full((len(rows), max_new_tokens), pad, dtype=torch.long)             # (R, T) new tokens, on the CPU
-    live = torch.zeros(0, dtype=torch.long, device=device)                           # row numbers of the live rows
-    steps = torch.zeros(0, dtype=torch.long, device=device)                          # tokens each has generated
+    refill = refill or max(1, batch_size // 8)                          # admit when this many places are free
+    new = torch.full((len(rows), max_new_tokens), pad, dtype=torch.long)       # (R, T) new tokens, on the CPU
+    live = torch.zeros(0, dtype=torch.long, device=device)                      # row numbers of the live rows
+    steps = torch.zeros(0, dtype=torch.long, device=device)                     # tokens each has generated
     cache = mask = pos = logits = None
-    queued = 0                                                                        # rows[queued:] wait to start
+    queued = 0                                                                  # rows[queued:] wait to start
     while queued < len(rows) or len(live):
         free, waiting = batch_size - len(live), len(rows) - queued
-        if waiting and (not len(live) or continuous and free >= min(refill, waiting)):   # admit new rows
+        if waiting and (not len(live) or continuous and free >= min(refill, waiting)):  # admit new rows
             admit = list(range(queued, queued + min(free, waiting))); queued += len(admit)
-            uniq = list(dict.fromkeys(rows[r][0] for r in admit))                    # their prompts, encoded once
+            uniq = list(dict.fromkeys(rows[r][0] for r in admit))               # their prompts, encoded once
             c, lg, m, p = _prefill(model, ids, uniq, pad)
             src = torch.tensor([uniq.index(rows[r][0]) for r in admit], device=device)
             if len(uniq) < len(admit): c.batch_select_indices(src)
@@ -264,20 +264,21 @@ def _decode(model, tokenizer, ids, rows, keys, temperature, top_p, max_new_token
             continuous = continuous and _joinable(cache)
             live = torch.cat([live, torch.tensor(admit, device=device)])
             steps = torch.cat([steps, steps.new_zeros(len(admit))])
-        nxt = next_tokens(logits, keys[live], steps, temperature, top_p)             # (b,)
+        nxt = next_tokens(logits, keys[live], steps, temperature, top_p)        # (b,)
         live_cpu, steps_cpu = live.cpu(), steps.cpu()
         new[live_cpu, steps_cpu] = nxt.cpu()
         steps, steps_cpu = steps + 1, steps_cpu + 1
         done = torch.isin(nxt, eos).cpu() | (steps_cpu == max_new_tokens)
         if stop is not None:
             check = (~done).nonzero().flatten().tolist()
-            for c, stated in zip(check, stop(new, live_cpu[check].tolist(), steps_cpu[check].tolist())): done[c] |= stated
+            stated = stop(new, live_cpu[check].tolist(), steps_cpu[check].tolist())
+            for c, s in zip(check, stated): done[c] |= s
         for r in done.nonzero().flatten().tolist():
             row, k = int(live_cpu[r]), int(steps_cpu[r])
             yield row, Completion(tokenizer.decode(new[row, :k], skip_special_tokens=True), k)
         if done.all():
             live, steps, cache = live[:0], steps[:0], None; continue
-        if done.any():                                                               # finished rows leave the batch
+        if done.any():                                                         # finished rows leave the batch
             keep = (~done).nonzero().flatten().to(device)
             cache.batch_select_indices(keep)
             live, steps, mask, pos, nxt = live[keep], steps[keep], mask[keep], pos[keep], nxt[keep]
@@ -295,10 +296,10 @@ def generate(model,                       # a causal LM (plain or peft-wrapped)
              top_p: float=1.0,            # nucleus sampling mass, in (0, 1]
              max_new_tokens: int=256,     # most tokens generated per completion
              seed: int|list[int]=0,       # one seed for the call, or one per prompt
-             batch_size: int|None=None,   # most sequences decoded at once; None: from free memory (CUDA) or CPU_BATCH_SIZE
+             batch_size: int|None=None,   # most sequences live at once; None: from free memory or CPU_BATCH_SIZE
              stop_at_answer: bool=True,   # stop a sequence once it states "The answer is (X)"
              progress: bool=True,         # show a progress bar
-             continuous: bool=True,       # refill freed slots with waiting rows (False: fixed batches, as before)
+             continuous: bool=True,       # refill freed places with waiting rows (False: fixed batches)
             ) -> list[list[Completion]]:
     "Sample `n` completions for each prompt, batched; results are in prompt order and reproducible for a seed."
     if isinstance(prompts, str): raise ValueError("prompts must be a list of strings; wrap a single prompt as [prompt].")
