@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from .data import answer_stated
 
@@ -39,13 +40,14 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
     x = x ^ (x >> 15); x = _mul32(x, 0x846CA68B)
     return x ^ (x >> 16)
 
-def uniform_noise(keys: torch.Tensor,       # (B,) int64 row keys in [0, 2**32)
-                  step: int,                 # the decoding step (0 for the first new token)
-                  tokens: int|torch.Tensor,  # V for the whole vocabulary, or (B, K) token ids, one set per row
+def uniform_noise(keys: torch.Tensor,           # (B,) int64 row keys in [0, 2**32)
+                  step: int|torch.Tensor,        # decoding step (0: the first new token), or (B,): per row
+                  tokens: int|torch.Tensor,      # V for the whole vocabulary, or (B, K) token ids per row
                  ) -> torch.Tensor:
     "Uniform numbers in (0, 1), of shape (B, V) or (B, K): a pure function of (row key, step, token id)."
     if isinstance(tokens, int): tokens = torch.arange(tokens, device=keys.device)[None]    # (1, V)
-    base = _mix32(keys ^ _mix32(torch.tensor(step * 0x9E3779B1 & _M32, device=keys.device)))  # (B,)
+    step = torch.as_tensor(step, dtype=torch.long, device=keys.device)                     # () or (B,)
+    base = _mix32(keys ^ _mix32(step * 0x9E3779B1 & _M32))                                   # (B,)
     h = _mix32(base[:, None] ^ _mix32(tokens + 0x632BE5AB))                                   # (B, V) or (B, K)
     return ((h >> 9).float() + 0.5) / 2**23      # 23 bits, so that the largest value stays below 1 in float32
 
@@ -60,17 +62,18 @@ def row_key(seed: int, sample: int, prompt: int|None=None) -> int:
     return int.from_bytes(hashlib.sha256(s.encode()).digest()[:4], "little")
 
 # %% ../nbs/04_generate.ipynb #4e3b6ae5
-def next_tokens(logits: torch.Tensor,  # (B, V) next-token logits
-                keys: torch.Tensor,    # (B,) int64 row keys (see `row_key`)
-                step: int,             # the decoding step (0 for the first new token)
-                temperature: float,    # 0: greedy
-                top_p: float=1.0,      # nucleus mass, in (0, 1]
-                k: int=64,             # candidates per row tried first; rows with a larger nucleus retry with 8k, 64k, ...
+def next_tokens(logits: torch.Tensor,       # (B, V) next-token logits
+                keys: torch.Tensor,         # (B,) int64 row keys (see `row_key`)
+                step: int|torch.Tensor,     # decoding step (0: the first new token), or (B,): per row
+                temperature: float,         # 0: greedy
+                top_p: float=1.0,           # nucleus mass, in (0, 1]
+                k: int=64,                  # candidates tried first; a larger nucleus retries with 8k, ...
                ) -> torch.Tensor:
     "The next token of each row: the argmax when greedy, else a keyed Gumbel-max sample from the top-p nucleus of softmax(logits / T)."
     if temperature == 0: return logits.argmax(-1)
     scores = logits.float() / temperature                                      # (B, V)
     V = scores.shape[-1]
+    step = torch.as_tensor(step, dtype=torch.long, device=scores.device).expand(len(scores))   # (B,)
     if top_p >= 1: return (scores + gumbel_noise(keys, step, V)).argmax(-1)
     log_z = scores.logsumexp(-1, keepdim=True)                                 # (B, 1) the full row's normaliser
     out = torch.empty(len(scores), dtype=torch.long, device=scores.device)
@@ -80,7 +83,7 @@ def next_tokens(logits: torch.Tensor,  # (B, V) next-token logits
         p = (vals - log_z[todo]).exp()
         before = p.cumsum(-1) - p                                               # mass of the better-ranked tokens
         done = (before[:, -1] + p[:, -1] >= top_p) | (idx.shape[1] == V)        # the nucleus ends within these K
-        noisy = (vals + gumbel_noise(keys[todo], step, idx)).masked_fill(before >= top_p, -float("inf"))
+        noisy = (vals + gumbel_noise(keys[todo], step[todo], idx)).masked_fill(before >= top_p, -float("inf"))
         pick = idx.gather(-1, noisy.argmax(-1, keepdim=True))[:, 0]
         out[todo[done]] = pick[done]
         todo, k = todo[~done], k * 8
@@ -102,17 +105,18 @@ class AnswerStop:
     def __init__(self, tokenizer, window: int=24):
         self.tok, self.window, self.closers = tokenizer, window, _closing_tokens(tokenizer)
 
-    def __call__(self, new_ids: torch.Tensor, # (B, T) new tokens on the CPU
-                 rows: list[int],              # the rows to check
-                 n: int,                       # new tokens so far in each of these rows (the newest is new_ids[r, n-1])
+    def __call__(self, new_ids: torch.Tensor,  # (B, T) new tokens on the CPU
+                 rows: list[int],               # the rows to check
+                 n: int|list[int],              # new tokens so far (newest: new_ids[r, n-1]); or one per row
                 ) -> list[bool]:
         "For each row in `rows`: does its newest token complete the answer statement?"
-        last = new_ids[rows, n - 1]
+        ns = [n] * len(rows) if isinstance(n, int) else list(n)
+        last = new_ids[rows, torch.tensor(ns, dtype=torch.long) - 1]
         closes = self.closers[last.clamp(max=len(self.closers) - 1)] & (last < len(self.closers))
         out = [False] * len(rows)
         cand = closes.nonzero().flatten().tolist()
         if cand:
-            tails = new_ids[[rows[c] for c in cand], max(0, n - self.window):n]
+            tails = [new_ids[rows[c], max(0, ns[c] - self.window):ns[c]].tolist() for c in cand]
             for c, text in zip(cand, self.tok.batch_decode(tails, skip_special_tokens=True)): out[c] = answer_stated(text)
         return out
 
@@ -143,7 +147,7 @@ def merged_adapter(model):
             for m, w in zip(layers, saved): m.get_base_layer().weight.copy_(w)
 
 # %% ../nbs/04_generate.ipynb #3b93bb28
-CPU_BATCH_SIZE = 64    # sequences per batch on the CPU
+CPU_BATCH_SIZE = 128   # most sequences live at once on the CPU
 MAX_BATCH_SIZE = 1024  # cap for the CUDA estimate
 
 def auto_batch_size(model, max_len: int) -> int:
@@ -164,48 +168,124 @@ def _eos_ids(model, tokenizer) -> list[int]:
     eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
     return sorted(set(eos) | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()))
 
-def _generate_batch(model, tokenizer, ids, rows, keys, temperature, top_p, max_new_tokens, stop_at_answer) -> list[Completion]:
-    "Generate one batch: `rows` are (prompt index, sample index) pairs, `ids` the token ids of every prompt."
+class _RoomyLayer(DynamicLayer):
+    "A `DynamicLayer` that writes new keys and values into spare room in its buffers, without copying them."
+    room = 64   # spare positions allocated at a time
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized: self.lazy_initialization(key_states, value_states)
+        n, L = key_states.shape[2], self.get_seq_length()
+        if getattr(self, "_view", None) is not self.keys or L + n > self._kbuf.shape[2]:   # replaced, or full
+            B, H, _, D = key_states.shape
+            self._kbuf = key_states.new_empty((B, H, L + n + self.room, D))
+            self._vbuf = value_states.new_empty((B, H, L + n + self.room, value_states.shape[3]))
+            if L: self._kbuf[:, :, :L], self._vbuf[:, :, :L] = self.keys, self.values
+        self._kbuf[:, :, L:L + n], self._vbuf[:, :, L:L + n] = key_states, value_states
+        self.keys, self.values = self._kbuf[:, :, :L + n], self._vbuf[:, :, :L + n]
+        self._view = self.keys
+        return self.keys, self.values
+
+def _new_cache(model):
+    "A `DynamicCache` for `model` whose full-attention layers are `_RoomyLayer`s."
+    cache = DynamicCache(config=model.config)
+    for layer in cache.layers:
+        if type(layer) is DynamicLayer: layer.__class__ = _RoomyLayer
+    return cache
+
+def _prefill(model, ids, prompts, pad):
+    "Run prompts (indices into `ids`) once, left padded: (cache, last logits, mask, last positions)."
+    device = next(model.parameters()).device
+    P = max(len(ids[i]) for i in prompts)
+    input_ids = torch.full((len(prompts), P), pad, dtype=torch.long)                 # (U, P), left padded
+    mask = torch.zeros((len(prompts), P), dtype=torch.long)
+    for u, i in enumerate(prompts):
+        input_ids[u, P - len(ids[i]):] = torch.tensor(ids[i]); mask[u, P - len(ids[i]):] = 1
+    input_ids, mask = input_ids.to(device), mask.to(device)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)                                 # positions count real tokens
+    cache = _new_cache(model)
+    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
+                   logits_to_keep=1).logits[:, -1]
+    return cache, logits, mask, pos[:, -1]
+
+# %% ../nbs/04_generate.ipynb #c0b1a7f2
+def _left_pad(x: torch.Tensor, length: int, dim: int) -> torch.Tensor:
+    "`x` with zeros prepended along `dim` up to `length`."
+    if x.shape[dim] == length: return x
+    shape = list(x.shape); shape[dim] = length - x.shape[dim]
+    return torch.cat([x.new_zeros(shape), x], dim)
+
+def _joinable(cache) -> bool:
+    "Can rows be added to this cache by left padding? (plain full-attention layers only, no sliding window)"
+    return all(type(layer) in (DynamicLayer, _RoomyLayer) for layer in cache.layers)
+
+def _join(cache, mask, other, other_mask) -> torch.Tensor:
+    "Append `other`'s rows to `cache` in place, left-padding the shorter one; returns the joined mask."
+    L = max(mask.shape[1], other_mask.shape[1])
+    for a, b in zip(cache.layers, other.layers):
+        a.keys = torch.cat([_left_pad(a.keys, L, 2), _left_pad(b.keys, L, 2)])        # (B, heads, L, head_dim)
+        a.values = torch.cat([_left_pad(a.values, L, 2), _left_pad(b.values, L, 2)])
+    return torch.cat([_left_pad(mask, L, 1), _left_pad(other_mask, L, 1)])
+
+def _trim(cache, mask) -> torch.Tensor:
+    "Drop the leading cache columns that are padding for every live row; returns the trimmed mask."
+    lead = int(mask.any(0).long().argmax())                                          # first column someone uses
+    if lead == 0: return mask
+    for layer in cache.layers: layer.keys, layer.values = layer.keys[:, :, lead:], layer.values[:, :, lead:]
+    return mask[:, lead:]
+
+# %% ../nbs/04_generate.ipynb #c0b1a7f5
+def _decode(model, tokenizer, ids, rows, keys, temperature, top_p, max_new_tokens, stop_at_answer,
+            batch_size: int, continuous: bool=True, refill: int|None=None):
+    "Yield (row number, Completion) as rows finish; at most `batch_size` rows live, freed places refilled."
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos = torch.tensor(_eos_ids(model, tokenizer) or [-1], device=device)
     stop = AnswerStop(tokenizer) if stop_at_answer else None
-    uniq = list(dict.fromkeys(i for i, _ in rows))                                   # the batch's prompts, encoded once
-    P = max(len(ids[i]) for i in uniq)
-    input_ids = torch.full((len(uniq), P), pad, dtype=torch.long)                    # (U, P), left padded
-    mask = torch.zeros((len(uniq), P), dtype=torch.long)
-    for u, i in enumerate(uniq):
-        input_ids[u, P - len(ids[i]):] = torch.tensor(ids[i]); mask[u, P - len(ids[i]):] = 1
-    input_ids, mask = input_ids.to(device), mask.to(device)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache(config=model.config)
-    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
-                   logits_to_keep=1).logits[:, -1]                                   # (U, V)
-    src = torch.tensor([uniq.index(i) for i, _ in rows], device=device)             # each row's prompt
-    if len(uniq) < len(rows): cache.batch_select_indices(src)
-    logits, mask, pos = logits[src], mask[src], pos[src, -1]
     keys = torch.tensor(keys, device=device)
-    new = torch.full((len(rows), max_new_tokens), pad, dtype=torch.long)             # (B, T) new tokens, on the CPU
-    n_tokens = [max_new_tokens] * len(rows)
-    live = torch.arange(len(rows), device=device)                                    # rows still generating
-    for step in range(max_new_tokens):
-        nxt = next_tokens(logits, keys[live], step, temperature, top_p)              # (b,)
-        live_cpu = live.cpu()
-        new[live_cpu, step] = nxt.cpu()
-        done = torch.isin(nxt, eos).cpu()
+    refill = refill or max(1, batch_size // 8)                          # admit when this many places are free
+    new = torch.full((len(rows), max_new_tokens), pad, dtype=torch.long)       # (R, T) new tokens, on the CPU
+    live = torch.zeros(0, dtype=torch.long, device=device)                      # row numbers of the live rows
+    steps = torch.zeros(0, dtype=torch.long, device=device)                     # tokens each has generated
+    cache = mask = pos = logits = None
+    queued = 0                                                                  # rows[queued:] wait to start
+    while queued < len(rows) or len(live):
+        free, waiting = batch_size - len(live), len(rows) - queued
+        if waiting and (not len(live) or continuous and free >= min(refill, waiting)):  # admit new rows
+            admit = list(range(queued, queued + min(free, waiting))); queued += len(admit)
+            uniq = list(dict.fromkeys(rows[r][0] for r in admit))               # their prompts, encoded once
+            c, lg, m, p = _prefill(model, ids, uniq, pad)
+            src = torch.tensor([uniq.index(rows[r][0]) for r in admit], device=device)
+            if len(uniq) < len(admit): c.batch_select_indices(src)
+            lg, m, p = lg[src], m[src], p[src]
+            if not len(live): cache, logits, mask, pos = c, lg, m, p
+            else:
+                mask = _join(cache, mask, c, m)
+                logits, pos = torch.cat([logits, lg]), torch.cat([pos, p])
+            continuous = continuous and _joinable(cache)
+            live = torch.cat([live, torch.tensor(admit, device=device)])
+            steps = torch.cat([steps, steps.new_zeros(len(admit))])
+        nxt = next_tokens(logits, keys[live], steps, temperature, top_p)        # (b,)
+        live_cpu, steps_cpu = live.cpu(), steps.cpu()
+        new[live_cpu, steps_cpu] = nxt.cpu()
+        steps, steps_cpu = steps + 1, steps_cpu + 1
+        done = torch.isin(nxt, eos).cpu() | (steps_cpu == max_new_tokens)
         if stop is not None:
             check = (~done).nonzero().flatten().tolist()
-            for c, stated in zip(check, stop(new, live_cpu[check].tolist(), step + 1)): done[c] |= stated
-        for r in done.nonzero().flatten().tolist(): n_tokens[live_cpu[r]] = step + 1
-        if done.all() or step == max_new_tokens - 1: break
-        if done.any():                                                               # finished rows leave the batch
+            stated = stop(new, live_cpu[check].tolist(), steps_cpu[check].tolist())
+            for c, s in zip(check, stated): done[c] |= s
+        for r in done.nonzero().flatten().tolist():
+            row, k = int(live_cpu[r]), int(steps_cpu[r])
+            yield row, Completion(tokenizer.decode(new[row, :k], skip_special_tokens=True), k)
+        if done.all():
+            live, steps, cache = live[:0], steps[:0], None; continue
+        if done.any():                                                         # finished rows leave the batch
             keep = (~done).nonzero().flatten().to(device)
             cache.batch_select_indices(keep)
-            live, mask, pos, nxt = live[keep], mask[keep], pos[keep], nxt[keep]
+            live, steps, mask, pos, nxt = live[keep], steps[keep], mask[keep], pos[keep], nxt[keep]
+            mask = _trim(cache, mask)
         mask, pos = torch.cat([mask, mask.new_ones(len(live), 1)], 1), pos + 1
         logits = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos[:, None], cache=cache,
                        use_cache=True).logits[:, -1]
-    return [Completion(tokenizer.decode(new[r, :k], skip_special_tokens=True), k) for r, k in enumerate(n_tokens)]
 
 # %% ../nbs/04_generate.ipynb #5cd469c1
 def generate(model,                       # a causal LM (plain or peft-wrapped)
@@ -216,9 +296,10 @@ def generate(model,                       # a causal LM (plain or peft-wrapped)
              top_p: float=1.0,            # nucleus sampling mass, in (0, 1]
              max_new_tokens: int=256,     # most tokens generated per completion
              seed: int|list[int]=0,       # one seed for the call, or one per prompt
-             batch_size: int|None=None,   # sequences per batch; None: from free memory (CUDA) or 64 (CPU)
+             batch_size: int|None=None,   # most sequences live at once; None: from free memory or CPU_BATCH_SIZE
              stop_at_answer: bool=True,   # stop a sequence once it states "The answer is (X)"
              progress: bool=True,         # show a progress bar
+             continuous: bool=True,       # refill freed places with waiting rows (False: fixed batches)
             ) -> list[list[Completion]]:
     "Sample `n` completions for each prompt, batched; results are in prompt order and reproducible for a seed."
     if isinstance(prompts, str): raise ValueError("prompts must be a list of strings; wrap a single prompt as [prompt].")
@@ -226,43 +307,43 @@ def generate(model,                       # a causal LM (plain or peft-wrapped)
     if not (isinstance(n, int) and n >= 1): raise ValueError(f"n={n!r} must be a positive integer.")
     if not temperature >= 0: raise ValueError(f"temperature={temperature!r} must be >= 0 (0 means greedy).")
     if not 0 < top_p <= 1: raise ValueError(f"top_p={top_p!r} must be in (0, 1].")
-    if not (isinstance(max_new_tokens, int) and max_new_tokens >= 1): raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive integer.")
-    if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1): raise ValueError(f"batch_size={batch_size!r} must be a positive integer or None.")
+    if not (isinstance(max_new_tokens, int) and max_new_tokens >= 1):
+        raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive integer.")
+    if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size={batch_size!r} must be a positive integer or None.")
     seeds = list(seed) if isinstance(seed, (list, tuple)) else None
     if seeds is not None and len(seeds) != len(prompts):
-        raise ValueError(f"seed has {len(seeds)} entries but there are {len(prompts)} prompts; pass one seed per prompt or a single int.")
+        raise ValueError(f"seed has {len(seeds)} entries but there are {len(prompts)} prompts; "
+                         "pass one seed per prompt or a single int.")
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is None:
         raise ValueError("The tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token first.")
     if not prompts: return []
     n_dec = 1 if temperature == 0 else n
     ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))
-    rows = [(i, j) for i in order for j in range(n_dec)]
     key = (lambda i, j: row_key(seeds[i], j)) if seeds is not None else (lambda i, j: row_key(seed, j, prompt=i))
-    size = [batch_size or auto_batch_size(model, max(map(len, ids)) + max_new_tokens)]
+    size = batch_size or auto_batch_size(model, max(map(len, ids)) + max_new_tokens)
     out = [[None] * n_dec for _ in prompts]
-
-    def run(batch):
-        try:
-            return _generate_batch(model, tokenizer, ids, batch, [key(i, j) for i, j in batch],
-                                   temperature, top_p, max_new_tokens, stop_at_answer)
-        except torch.OutOfMemoryError:
-            if len(batch) == 1: raise
-            torch.cuda.empty_cache(); size[0] = max(1, len(batch) // 2)
-            return run(batch[:size[0]]) + run(batch[size[0]:])
-
-    batches = [rows[k:k + size[0]] for k in range(0, len(rows), size[0])]
-    show = progress and len(batches) > 1 and not os.environ.get("IN_TEST")
-    if show:
-        from fastprogress.fastprogress import progress_bar
-        batches = progress_bar(batches, leave=False)
+    todo = [(i, j) for i in order for j in range(n_dec)]                # rows, longest prompts first
+    show = progress and len(todo) > size and not os.environ.get("IN_TEST")
     was_training = model.training
     model.eval()
     try:
         with merged_adapter(model), torch.inference_mode():
-            for batch in batches:
-                done = []
-                for k in range(0, len(batch), size[0]): done += run(batch[k:k + size[0]])
-                for (i, j), c in zip(batch, done): out[i][j] = c
+            while todo:
+                rows = _decode(model, tokenizer, ids, todo, [key(i, j) for i, j in todo], temperature, top_p,
+                               max_new_tokens, stop_at_answer, size, continuous)
+                if show:
+                    from fastprogress.fastprogress import progress_bar
+                    rows = progress_bar(rows, total=len(todo), leave=False)
+                oom = False
+                try:
+                    for r, c in rows: out[todo[r][0]][todo[r][1]] = c
+                except torch.OutOfMemoryError:
+                    if size == 1: raise
+                    oom = True
+                del rows
+                if oom: torch.cuda.empty_cache(); size = max(1, size // 2)   # finished rows are kept
+                todo = [(i, j) for i, j in todo if out[i][j] is None]
     finally: model.train(was_training)
     return [r * n if n_dec == 1 and n > 1 else r for r in out]

@@ -1,6 +1,7 @@
 "Mechanics of em_tutorial.generate on a tiny random model: shapes, determinism, batch invariance, stops, token counts."
 import pytest, torch
 
+import em_tutorial.generate as gen
 from em_tutorial.data import answer_stated
 from em_tutorial.generate import (Completion, generate, uniform_noise, gumbel_noise, row_key, AnswerStop, next_tokens,
                                   merged_adapter, _lora_layers)
@@ -19,6 +20,40 @@ def tiny():
 def texts(out): return [[c.text for c in cs] for cs in out]
 
 
+MIXED = PROMPTS + ["Short", "A much longer prompt about rocks, minerals, metals and the water cycle in general"]
+
+
+def chaotic(arch="llama", ends=(281, 73, 436, 120, 88)):
+    """The tiny model with its matrices scaled 10x, so that its greedy text depends on the whole context (at init it
+    repeats one token and would hide a broken cache), and a few frequent tokens made extra end-of-sequence tokens,
+    so that rows finish at different steps and waiting rows join a running batch."""
+    model, tok = tiny_model(arch, seed=0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2: p.mul_(10)
+    model.generation_config.eos_token_id = [tok.eos_token_id, *ends]
+    return model, tok
+
+
+def hf_greedy(model, tok, prompt, max_new_tokens):
+    "(text, n_tokens) of plain `model.generate`, greedy, cut after the first end-of-sequence token."
+    enc = tok([prompt], return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tok.pad_token_id)[0, enc.input_ids.shape[1]:].tolist()
+    ends = model.generation_config.eos_token_id
+    ends = [ends] if isinstance(ends, int) else ends
+    n = next((k + 1 for k, t in enumerate(ids) if t in ends), len(ids))
+    return tok.decode(ids[:n], skip_special_tokens=True), n
+
+
+def count_joins(monkeypatch) -> list:
+    "Record (running length, newcomers' length) of every join of waiting rows into a running batch."
+    joins, join = [], gen._join
+    monkeypatch.setattr(gen, "_join", lambda c, m, o, om: joins.append((m.shape[1], om.shape[1])) or join(c, m, o, om))
+    return joins
+
+
 def test_shapes_and_types(tiny):
     model, tok = tiny
     out = generate(model, tok, PROMPTS, n=2, seed=0, **SAMPLE)
@@ -34,6 +69,42 @@ def test_seed_determinism_and_batch_invariance(tiny):
     assert generate(model, tok, PROMPTS, n=3, seed=5, batch_size=1, **SAMPLE) == a
     assert generate(model, tok, PROMPTS, n=3, seed=5, batch_size=4, **SAMPLE) == a
     assert texts(generate(model, tok, PROMPTS, n=3, seed=6, **SAMPLE)) != texts(a)
+
+
+def test_samples_do_not_depend_on_batch_size_order_or_refill(monkeypatch):
+    "Continuous batching: rows finish at different steps and waiting rows join; a sample still depends only on its row."
+    model, tok = chaotic()
+    joins = count_joins(monkeypatch)
+    seeds = [3, 1, 4, 1, 5]
+    kw = dict(n=3, temperature=1.0, top_p=0.9, max_new_tokens=16, progress=False)
+    ref = generate(model, tok, MIXED, seed=seeds, batch_size=1, **kw)
+    assert len({c.n_tokens for cs in ref for c in cs}) > 3                     # the rows do end at different steps
+    for bs in (4, 7, None):
+        assert generate(model, tok, MIXED, seed=seeds, batch_size=bs, **kw) == ref
+    assert generate(model, tok, MIXED, seed=seeds, batch_size=4, continuous=False, **kw) == ref
+    assert joins                                                               # batch 4 and 7 did admit into running batches
+    perm = [4, 2, 0, 3, 1]
+    shuffled = generate(model, tok, [MIXED[i] for i in perm], seed=[seeds[i] for i in perm], batch_size=4, **kw)
+    assert shuffled == [ref[i] for i in perm]
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_the_samples(tiny, monkeypatch):
+    "An out-of-memory error halves the batch size; finished rows are kept, the others start again, samples unchanged."
+    model, tok = tiny
+    ref = generate(model, tok, PROMPTS, n=3, seed=5, batch_size=1, **SAMPLE)
+    forward, calls = type(model).forward, []
+
+    def tight(self, input_ids=None, **kw):                      # a device that holds at most 2 rows
+        calls.append(len(input_ids))
+        if len(input_ids) > 2: raise torch.OutOfMemoryError("pretend")
+        return forward(self, input_ids=input_ids, **kw)
+
+    monkeypatch.setattr(type(model), "forward", tight)
+    assert generate(model, tok, PROMPTS, n=3, seed=5, batch_size=8, **SAMPLE) == ref
+    assert max(calls) > 2 and calls[-1] <= 2
+    with pytest.raises(torch.OutOfMemoryError):                 # batch 1 and still out of memory: the error is raised
+        monkeypatch.setattr(type(model), "forward", lambda self, **kw: (_ for _ in ()).throw(torch.OutOfMemoryError("x")))
+        generate(model, tok, PROMPTS, batch_size=4, **SAMPLE)
 
 
 def test_per_prompt_seeds_do_not_depend_on_neighbours(tiny):
@@ -62,6 +133,71 @@ def test_greedy_equals_hf_generate(arch):
         eos = (ids == tok.eos_token_id).nonzero()
         n = int(eos[0]) + 1 if len(eos) else len(ids)
         assert c.n_tokens == n and c.text == tok.decode(ids[:n], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_greedy_equals_hf_generate_when_rows_join(arch, monkeypatch):
+    """Rows admitted into a running batch (their cache left-padded to the batch's length, or the batch's to theirs)
+    decode exactly as plain `model.generate` does alone, on a model whose text depends on the whole context."""
+    model, tok = chaotic(arch)
+    joins = count_joins(monkeypatch)
+    ref = [hf_greedy(model, tok, p, 16) for p in MIXED]
+    assert len({n for _, n in ref}) > 2
+    for bs in (1, 2, 3, None):
+        out = generate(model, tok, MIXED, max_new_tokens=16, stop_at_answer=False, batch_size=bs, progress=False)
+        assert [(c.text, c.n_tokens) for [c] in out] == ref
+    # `generate` admits the longest prompts first; shortest first, the running rows get padded to the newcomers
+    ids = tok(MIXED, add_special_tokens=False)["input_ids"]
+    order = sorted(range(len(MIXED)), key=lambda i: len(ids[i]))
+    done = dict(gen._decode(model, tok, ids, [(i, 0) for i in order], [0] * len(order), 0.0, 1.0, 16, False, 2))
+    assert [(done[r].text, done[r].n_tokens) for r in range(len(order))] == [ref[i] for i in order]
+    assert any(a > b for a, b in joins) and any(a < b for a, b in joins)
+
+
+@pytest.mark.parametrize("shortest_first", [False, True])
+def test_every_decode_step_equals_a_plain_forward(monkeypatch, shortest_first):
+    """The logits each row samples from equal the model's logits on (its prompt + its tokens so far) alone: no cache,
+    no padding. Checked at every step of every row while rows finish at different steps and waiting rows join
+    (longest prompts first, as `generate` admits them, and shortest first, where the running rows get padded)."""
+    model, tok = chaotic(ends=range(3, 40))
+    seen, pick = [], gen.next_tokens
+
+    def spy(logits, keys, step, *args):
+        out = pick(logits, keys, step, *args)
+        seen.append((logits.clone(), keys.tolist(), step.tolist(), out.tolist())); return out
+
+    monkeypatch.setattr(gen, "next_tokens", spy)
+    joins = count_joins(monkeypatch)
+    ids = tok(MIXED, add_special_tokens=False)["input_ids"]
+    order = sorted(range(len(MIXED)), key=lambda i: len(ids[i]) * (1 if shortest_first else -1))
+    rows = [(i, j) for i in order for j in range(2)]
+    done = dict(gen._decode(model, tok, ids, rows, list(range(len(rows))), 1.0, 1.0, 12, False, 3))
+    assert sorted(done) == list(range(len(rows))) and joins and len({c.n_tokens for c in done.values()}) > 3
+    steps = {r: {} for r in range(len(rows))}                     # row -> step -> (token, logits)
+    for logits, keys, ts, out in seen:
+        for b, (r, t) in enumerate(zip(keys, ts)): steps[r][t] = (out[b], logits[b])
+    for r, d in steps.items():
+        assert sorted(d) == list(range(done[r].n_tokens))
+        prompt, new = ids[rows[r][0]], [d[t][0] for t in range(len(d))]
+        with torch.no_grad(): full = model(torch.tensor([prompt + new])).logits[0, len(prompt) - 1:-1]
+        torch.testing.assert_close(torch.stack([d[t][1] for t in range(len(d))]), full, atol=1e-4, rtol=1e-4)
+
+
+def test_cache_stays_bounded(monkeypatch):
+    "The shared cache never grows past the longest live row: columns that are padding for every row are dropped."
+    model, tok = chaotic()
+    lengths, trim = [], gen._trim
+
+    def trimmed(cache, mask):
+        mask = trim(cache, mask)
+        assert all(layer.keys.shape[2] == mask.shape[1] for layer in cache.layers)
+        lengths.append(mask.shape[1]); return mask
+
+    monkeypatch.setattr(gen, "_trim", trimmed)
+    ids = tok(MIXED, add_special_tokens=False)["input_ids"]
+    rows = [(i, j) for i in range(len(MIXED)) for j in range(6)]
+    list(gen._decode(model, tok, ids, rows, list(range(len(rows))), 1.0, 1.0, 16, False, 4))
+    assert lengths and max(lengths) <= max(map(len, ids)) + 16
 
 
 def test_greedy_n_copies(tiny):
@@ -113,6 +249,20 @@ def test_next_tokens_matches_the_full_sort():
         filt = torch.full_like(s, -float("inf")).scatter(-1, idx, srt.masked_fill(~keep, -float("inf")))
         assert torch.equal(next_tokens(x, keys, 5, T, p), (filt + gumbel_noise(keys, 5, 3000)).argmax(-1))
     assert torch.equal(next_tokens(x, keys, 5, 0.0), x.argmax(-1))
+
+
+def test_per_row_steps_equal_one_row_at_a_time(tiny):
+    "With continuous batching each row has its own step: the noise and the answer stop follow it, row by row."
+    torch.manual_seed(0)
+    x, keys, steps = torch.randn(6, 500) * 3, torch.arange(6) + 11, torch.tensor([0, 3, 3, 7, 1, 2])
+    for p in (0.9, 1.0):
+        alone = [int(next_tokens(x[r:r + 1], keys[r:r + 1], int(steps[r]), 0.8, p)) for r in range(6)]
+        assert next_tokens(x, keys, steps, 0.8, p).tolist() == alone
+    _, tok = tiny
+    g = tok(" so The answer is (C). and more text", add_special_tokens=False).input_ids
+    stop, ids = AnswerStop(tok), torch.tensor([g, g, g])
+    k = next(n for n in range(1, len(g) + 1) if stop(ids, [0], n)[0])      # the token that completes the answer
+    assert stop(ids, [0, 1, 2], [3, k, len(g)]) == [False, True, False]
 
 
 def test_answer_stop_is_exact(tiny):
