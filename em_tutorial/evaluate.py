@@ -14,7 +14,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from .data import MCQuestion, build_prompt, question_text, grade, answer_start
+from .data import MCQuestion, build_prompt, question_text, grade, answer_start, answer_stated
 
 # %% auto #0
 __all__ = ['LOGLIK_METHODS', 'EARLY_TOKENS', 'EVAL_METHODS', 'bootstrap_ci', 'wilson_ci', 'paired_bootstrap', 'EvalResult',
@@ -304,7 +304,7 @@ def evaluate_cot(model,                     # a causal LM with a chat template (
     prompts = [build_prompt(q, tokenizer, hint=False) for q in questions]
     t0 = time.time()
     outs = generate(model, tokenizer, prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens, seed=seed,
-                    batch_size=batch_size, stop_at_answer=True, progress=progress)
+                    batch_size=batch_size, stop=answer_stated, progress=progress)
     res = score_cot(questions, [o[0] for o in outs], seed=seed, tokenizer=tokenizer,
                     info={**_model_info(model), "max_new_tokens": max_new_tokens, "decoding": "greedy"})
     res.seconds = round(time.time() - t0, 1)

@@ -6,7 +6,8 @@ Docs: https://em-tutorial.github.io/em_tutorial/generate.html.md"""
 
 # %% ../nbs/04_generate.ipynb #90e475e2
 from __future__ import annotations
-import hashlib, os, time, warnings
+import os, warnings
+from typing import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from .data import answer_stated
+from .core import seed_hash
 
 # %% auto #0
 __all__ = ['CPU_BATCH_SIZE', 'MAX_BATCH_SIZE', 'Completion', 'uniform_noise', 'gumbel_noise', 'row_key', 'next_tokens',
@@ -58,8 +59,8 @@ def gumbel_noise(keys, step, tokens) -> torch.Tensor:
 # %% ../nbs/04_generate.ipynb #1d0c0131
 def row_key(seed: int, sample: int, prompt: int|None=None) -> int:
     "The 32-bit noise key of sample `sample` of a prompt (its index `prompt` when one seed serves all prompts)."
-    s = f"{seed}/{sample}" if prompt is None else f"{seed}/{prompt}/{sample}"
-    return int.from_bytes(hashlib.sha256(s.encode()).digest()[:4], "little")
+    parts = (seed, sample) if prompt is None else (seed, prompt, sample)
+    return seed_hash(*parts) & 0xFFFFFFFF                        # the low 32 bits of the package's one seed hash
 
 # %% ../nbs/04_generate.ipynb #4e3b6ae5
 def next_tokens(logits: torch.Tensor,       # (B, V) next-token logits
@@ -102,8 +103,8 @@ def _closing_tokens(tokenizer) -> torch.Tensor:
 
 class AnswerStop:
     "Tells, token by token, which sequences' new tokens have just completed 'The answer is (X)'."
-    def __init__(self, tokenizer, window: int=24):
-        self.tok, self.window, self.closers = tokenizer, window, _closing_tokens(tokenizer)
+    def __init__(self, tokenizer, rule: Callable[[str], bool], window: int=24):
+        self.tok, self.rule, self.window, self.closers = tokenizer, rule, window, _closing_tokens(tokenizer)
 
     def __call__(self, new_ids: torch.Tensor,  # (B, T) new tokens on the CPU
                  rows: list[int],               # the rows to check
@@ -117,7 +118,7 @@ class AnswerStop:
         cand = closes.nonzero().flatten().tolist()
         if cand:
             tails = [new_ids[rows[c], max(0, ns[c] - self.window):ns[c]].tolist() for c in cand]
-            for c, text in zip(cand, self.tok.batch_decode(tails, skip_special_tokens=True)): out[c] = answer_stated(text)
+            for c, text in zip(cand, self.tok.batch_decode(tails, skip_special_tokens=True)): out[c] = self.rule(text)
         return out
 
 # %% ../nbs/04_generate.ipynb #4e614ff5
@@ -234,13 +235,13 @@ def _trim(cache, mask) -> torch.Tensor:
     return mask[:, lead:]
 
 # %% ../nbs/04_generate.ipynb #c0b1a7f5
-def _decode(model, tokenizer, ids, rows, keys, temperature, top_p, max_new_tokens, stop_at_answer,
+def _decode(model, tokenizer, ids, rows, keys, temperature, top_p, max_new_tokens, stop_rule,
             batch_size: int, continuous: bool=True, refill: int|None=None):
     "Yield (row number, Completion) as rows finish; at most `batch_size` rows live, freed places refilled."
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos = torch.tensor(_eos_ids(model, tokenizer) or [-1], device=device)
-    stop = AnswerStop(tokenizer) if stop_at_answer else None
+    stop = AnswerStop(tokenizer, stop_rule) if stop_rule is not None else None
     keys = torch.tensor(keys, device=device)
     refill = refill or max(1, batch_size // 8)                          # admit when this many places are free
     new = torch.full((len(rows), max_new_tokens), pad, dtype=torch.long)       # (R, T) new tokens, on the CPU
@@ -297,7 +298,7 @@ def generate(model,                       # a causal LM (plain or peft-wrapped)
              max_new_tokens: int=256,     # most tokens generated per completion
              seed: int|list[int]=0,       # one seed for the call, or one per prompt
              batch_size: int|None=None,   # most sequences live at once; None: from free memory or CPU_BATCH_SIZE
-             stop_at_answer: bool=True,   # stop a sequence once it states "The answer is (X)"
+             stop: Callable[[str], bool]|None=None, # stop a sequence once stop(its text) holds (the callers pass `answer_stated`)
              progress: bool=True,         # show a progress bar
              continuous: bool=True,       # refill freed places with waiting rows (False: fixed batches)
             ) -> list[list[Completion]]:
@@ -332,7 +333,7 @@ def generate(model,                       # a causal LM (plain or peft-wrapped)
         with merged_adapter(model), torch.inference_mode():
             while todo:
                 rows = _decode(model, tokenizer, ids, todo, [key(i, j) for i, j in todo], temperature, top_p,
-                               max_new_tokens, stop_at_answer, size, continuous)
+                               max_new_tokens, stop, size, continuous)
                 if show:
                     from fastprogress.fastprogress import progress_bar
                     rows = progress_bar(rows, total=len(todo), leave=False)

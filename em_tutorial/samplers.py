@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, asdict, fields
 
 from .core import seed_hash
-from .data import MCQuestion, build_prompt, grade, truncate_after_answer
+from .data import MCQuestion, build_prompt, grade, answer_stated, truncate_after_answer
 from .generate import Completion, generate
 
 # %% auto #0
@@ -95,7 +95,7 @@ def rejection_sample(model, tokenizer, questions: list[MCQuestion], *,
     for t in range(budget):
         if not pending: break
         outs = generate(model, tokenizer, [prompts[i] for i in pending], seed=[question_seed(seed, questions[i].id, False, t) for i in pending],
-                        temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
+                        temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress, stop=answer_stated)
         still = []
         for i, [c] in zip(pending, outs):
             tokens[i] += c.n_tokens
@@ -112,7 +112,7 @@ def star_sample(model, tokenizer, questions: list[MCQuestion], *,
                ) -> list[Trace]:
     "STaR: one unhinted try; questions it gets wrong get one hinted rationalization (trained on the unhinted prompt)."
     questions = _check_questions(questions)
-    g = dict(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
+    g = dict(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress, stop=answer_stated)
     first = generate(model, tokenizer, [build_prompt(q, tokenizer) for q in questions],
                      seed=[question_seed(seed, q.id, False) for q in questions], **g)
     traces = [make_trace(q, tokenizer, c, False, 1, c.n_tokens) for q, [c] in zip(questions, first)]
@@ -133,7 +133,7 @@ def prompt_posterior_sample(model, tokenizer, questions: list[MCQuestion], *,
     questions = _check_questions(questions)
     outs = generate(model, tokenizer, [build_prompt(q, tokenizer, hint=True) for q in questions],
                     seed=[question_seed(seed, q.id, True) for q in questions], temperature=temperature, top_p=top_p,
-                    max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
+                    max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress, stop=answer_stated)
     return [make_trace(q, tokenizer, h, True, 1, h.n_tokens, drop_restated) for q, [h] in zip(questions, outs)]
 
 # %% ../nbs/05_samplers.ipynb #c56cfcb5

@@ -125,7 +125,7 @@ def test_prompt_order_is_kept(tiny):
 def test_greedy_equals_hf_generate(arch):
     "Dropping finished rows and per-row positions change nothing: greedy text equals plain model.generate, prompt by prompt."
     model, tok = tiny_model(arch, seed=0)
-    ours = generate(model, tok, PROMPTS, max_new_tokens=10, stop_at_answer=False, progress=False)
+    ours = generate(model, tok, PROMPTS, max_new_tokens=10, progress=False)
     for p, [c] in zip(PROMPTS, ours):
         enc = tok([p], return_tensors="pt", add_special_tokens=False)
         with torch.no_grad():
@@ -144,12 +144,12 @@ def test_greedy_equals_hf_generate_when_rows_join(arch, monkeypatch):
     ref = [hf_greedy(model, tok, p, 16) for p in MIXED]
     assert len({n for _, n in ref}) > 2
     for bs in (1, 2, 3, None):
-        out = generate(model, tok, MIXED, max_new_tokens=16, stop_at_answer=False, batch_size=bs, progress=False)
+        out = generate(model, tok, MIXED, max_new_tokens=16, batch_size=bs, progress=False)
         assert [(c.text, c.n_tokens) for [c] in out] == ref
     # `generate` admits the longest prompts first; shortest first, the running rows get padded to the newcomers
     ids = tok(MIXED, add_special_tokens=False)["input_ids"]
     order = sorted(range(len(MIXED)), key=lambda i: len(ids[i]))
-    done = dict(gen._decode(model, tok, ids, [(i, 0) for i in order], [0] * len(order), 0.0, 1.0, 16, False, 2))
+    done = dict(gen._decode(model, tok, ids, [(i, 0) for i in order], [0] * len(order), 0.0, 1.0, 16, None, 2))
     assert [(done[r].text, done[r].n_tokens) for r in range(len(order))] == [ref[i] for i in order]
     assert any(a > b for a, b in joins) and any(a < b for a, b in joins)
 
@@ -171,7 +171,7 @@ def test_every_decode_step_equals_a_plain_forward(monkeypatch, shortest_first):
     ids = tok(MIXED, add_special_tokens=False)["input_ids"]
     order = sorted(range(len(MIXED)), key=lambda i: len(ids[i]) * (1 if shortest_first else -1))
     rows = [(i, j) for i in order for j in range(2)]
-    done = dict(gen._decode(model, tok, ids, rows, list(range(len(rows))), 1.0, 1.0, 12, False, 3))
+    done = dict(gen._decode(model, tok, ids, rows, list(range(len(rows))), 1.0, 1.0, 12, None, 3))
     assert sorted(done) == list(range(len(rows))) and joins and len({c.n_tokens for c in done.values()}) > 3
     steps = {r: {} for r in range(len(rows))}                     # row -> step -> (token, logits)
     for logits, keys, ts, out in seen:
@@ -196,7 +196,7 @@ def test_cache_stays_bounded(monkeypatch):
     monkeypatch.setattr(gen, "_trim", trimmed)
     ids = tok(MIXED, add_special_tokens=False)["input_ids"]
     rows = [(i, j) for i in range(len(MIXED)) for j in range(6)]
-    list(gen._decode(model, tok, ids, rows, list(range(len(rows))), 1.0, 1.0, 16, False, 4))
+    list(gen._decode(model, tok, ids, rows, list(range(len(rows))), 1.0, 1.0, 16, None, 4))
     assert lengths and max(lengths) <= max(map(len, ids)) + 16
 
 
@@ -260,7 +260,7 @@ def test_per_row_steps_equal_one_row_at_a_time(tiny):
         assert next_tokens(x, keys, steps, 0.8, p).tolist() == alone
     _, tok = tiny
     g = tok(" so The answer is (C). and more text", add_special_tokens=False).input_ids
-    stop, ids = AnswerStop(tok), torch.tensor([g, g, g])
+    stop, ids = AnswerStop(tok, answer_stated), torch.tensor([g, g, g])
     k = next(n for n in range(1, len(g) + 1) if stop(ids, [0], n)[0])      # the token that completes the answer
     assert stop(ids, [0, 1, 2], [3, k, len(g)]) == [False, True, False]
 
@@ -268,7 +268,7 @@ def test_per_row_steps_equal_one_row_at_a_time(tiny):
 def test_answer_stop_is_exact(tiny):
     _, tok = tiny
     g = tok(" so The answer is (C). and more text", add_special_tokens=False).input_ids
-    stop = AnswerStop(tok)
+    stop = AnswerStop(tok, answer_stated)
     flags = [stop(torch.tensor([g, g]), [1], k)[0] for k in range(1, len(g) + 1)]
     k = flags.index(True) + 1
     assert answer_stated(tok.decode(g[:k])) and not answer_stated(tok.decode(g[:k - 1]))
@@ -296,11 +296,11 @@ def scripted_model(text, seed=0):
 def test_stop_at_answer_counts_tokens_to_the_stop():
     model, tok, script = scripted_model(" so The answer is (C). and more text")
     k = next(i for i in range(1, len(script)) if answer_stated(tok.decode(script[:i])))
-    out = generate(model, tok, PROMPTS, n=2, temperature=0.7, max_new_tokens=40, progress=False)
+    out = generate(model, tok, PROMPTS, n=2, temperature=0.7, max_new_tokens=40, stop=answer_stated, progress=False)
     assert all(c.n_tokens == k and c.text == tok.decode(script[:k]) for cs in out for c in cs)
-    full = generate(model, tok, PROMPTS, max_new_tokens=40, stop_at_answer=False, progress=False)
+    full = generate(model, tok, PROMPTS, max_new_tokens=40, progress=False)
     assert all(c.n_tokens == len(script) and c.text == tok.decode(script[:-1]) for [c] in full)   # EOS counted, not shown
-    short = generate(model, tok, PROMPTS, max_new_tokens=3, progress=False)
+    short = generate(model, tok, PROMPTS, max_new_tokens=3, stop=answer_stated, progress=False)
     assert all(c.n_tokens == 3 for [c] in short)
 
 
