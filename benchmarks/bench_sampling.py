@@ -11,7 +11,13 @@ settings (temperature, top-p, max_new_tokens).
 Both do the same job: one rationale per prompt, of which only the part up to the answer statement is used.
 Throughput is therefore counted in *useful tokens*: for each completion, the tokens up to and including its first
 "The answer is (X)" (all of them when it has none), counted on each method's own outputs, divided by wall time.
-Raw generated tokens per second are printed too.
+Raw generated tokens per second are printed too. The backend runs twice: continuously batched (its default) and
+in fixed batches of 64 (`continuous=False`, how it decoded before continuous batching), on the same rows.
+
+Roofline: the machine's achievable matmul rate on the model's own weight matrices (every linear layer, the output
+layer included, at the best of several row counts up to 1024), and the FLOPs the job needs (each prompt once
+without padding; one decoding forward per generated token after the first; linear layers, attention scores and
+values, the output layer); the backend's achieved FLOP/s over the time it took, as a fraction of that rate.
 
 Then one EM round (`run_em`, rejection sampling, budget 2) on `--round-questions` training questions of
 `--round-dataset` (ARC-Easy by default) and as many held-out ones, with its wall time split into sample / train / evaluate (`--round-questions 0` skips it).
@@ -20,10 +26,11 @@ Writes benchmarks/results/<device>-<model>.json.
 import argparse, json, os, platform, sys, time
 from pathlib import Path
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from em_tutorial.data import load_questions, build_prompt, truncate_after_answer
-from em_tutorial.generate import generate
+from em_tutorial.data import load_questions, build_prompt, truncate_after_answer, answer_stated
+from em_tutorial.generate import generate, auto_batch_size
 
 SHAPES = {  # real shapes, random init, no download
     "qwen2.5-0.5b": dict(model_type="qwen2", vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
@@ -84,12 +91,54 @@ def baseline(model, tok, prompts, args):
     if torch.cuda.is_available(): torch.cuda.synchronize()
     return outs, time.perf_counter() - t0
 
-def backend(model, tok, prompts, args):
+def backend(model, tok, prompts, args, **kw):
     t0 = time.perf_counter()
     res = generate(model, tok, prompts, temperature=args.temperature, top_p=args.top_p,
-                   max_new_tokens=args.max_new_tokens, seed=args.seed, progress=False)
+                   max_new_tokens=args.max_new_tokens, seed=args.seed, stop=answer_stated, progress=False, **kw)
     if torch.cuda.is_available(): torch.cuda.synchronize()
     return [(c[0].text, c[0].n_tokens) for c in res], time.perf_counter() - t0
+
+def _linears(model) -> list:
+    "The weight matrices a token goes through: every linear layer of the base model (LoRA factors excluded), the output layer last."
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = base.get_output_embeddings()
+    body = [m.weight for name, m in base.named_modules()
+            if isinstance(m, torch.nn.Linear) and "lora_" not in name and m is not head]
+    return body + [head.weight]
+
+def matmul_rate(model, rows=(64, 128, 256, 512, 1024), repeats=3) -> dict:
+    "Achievable FLOP/s: one pass of `rows` random activations through the model's own weight matrices, best of `repeats`, per row count."
+    ws = [w.detach() for w in _linears(model)]
+    flop = sum(2 * w.shape[0] * w.shape[1] for w in ws)
+    out = {}
+    with torch.inference_mode():
+        for m in rows:
+            xs = {w.shape[1]: torch.randn(m, w.shape[1], dtype=w.dtype, device=w.device) for w in ws}
+            best = float("inf")
+            for _ in range(repeats):
+                if torch.cuda.is_available(): torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                for w in ws: F.linear(xs[w.shape[1]], w)
+                if torch.cuda.is_available(): torch.cuda.synchronize()
+                best = min(best, time.perf_counter() - t0)
+            out[m] = flop * m / best
+    return out
+
+def job_flops(model, prompt_lens, gen_lens) -> float:
+    """FLOPs the sampling job needs: each prompt once (no padding, logits for its last position only), then one
+    forward per generated token after the first (the first comes from the prompt pass): every linear layer, the
+    attention scores and weighted values (2 x 2 x heads x head size per key), the output layer."""
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    ws = _linears(model)
+    head = 2 * ws[-1].shape[0] * ws[-1].shape[1]                           # the output layer is the last linear
+    body = sum(2 * w.shape[0] * w.shape[1] for w in ws[:-1])
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    attn = 4 * cfg.num_hidden_layers * cfg.num_attention_heads * head_dim   # per (query, key) pair
+    total = 0
+    for P, n in zip(prompt_lens, gen_lens):
+        total += P * body + head + attn * P * (P + 1) // 2                  # prompt pass, causal
+        total += (n - 1) * (body + head) + attn * sum(P + t for t in range(1, n))   # token t attends P + t keys
+    return float(total)
 
 def em_round(args) -> dict:
     "Wall time of one EM round (sample, train, evaluate) with run_em on this model, from the round's metrics.json."
@@ -113,7 +162,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shape", default="smollm2", choices=["smollm2", *SHAPES])
     ap.add_argument("--weights", default="bf16", choices=["bf16", "nf4"], help="CUDA shapes only")
-    ap.add_argument("--n-prompts", type=int, default=64)
+    ap.add_argument("--n-prompts", type=int, default=192)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--top-p", type=float, default=0.95)
@@ -130,6 +179,8 @@ def main():
     backend(model, tok, prompts[:2], argparse.Namespace(**{**vars(args), "max_new_tokens": 4}))
     b_out, b_time = baseline(model, tok, prompts, args)
     e_out, e_time = backend(model, tok, prompts, args)
+    f_out, f_time = backend(model, tok, prompts, args, batch_size=64, continuous=False)
+    assert f_out == e_out, "continuous and fixed batches must give the same samples"
     b_use, e_use = useful_tokens(tok, b_out), useful_tokens(tok, e_out)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     name = args.shape if args.shape == "smollm2" else f"{args.shape}-{args.weights}"
@@ -138,13 +189,32 @@ def main():
                baseline_s=round(b_time, 2), backend_s=round(e_time, 2),
                baseline_raw_tokens=sum(n for _, n in b_out), backend_raw_tokens=sum(n for _, n in e_out),
                baseline_useful_tokens=b_use, backend_useful_tokens=e_use,
-               baseline_tok_s=round(b_use / b_time, 1), backend_tok_s=round(e_use / e_time, 1))
+               baseline_tok_s=round(b_use / b_time, 1), backend_tok_s=round(e_use / e_time, 1),
+               backend_batch_size=auto_batch_size(model, 0) if dev == "cpu" else "auto",
+               fixed64_s=round(f_time, 2), fixed64_tok_s=round(e_use / f_time, 1))
     res["ratio"] = round(res["backend_tok_s"] / res["baseline_tok_s"], 2)
+    res["ratio_continuous_over_fixed64"] = round(f_time / e_time, 2)
+    rates = matmul_rate(model)
+    best = max(rates, key=rates.get)
+    plens = [len(x) for x in tok(prompts, add_special_tokens=False)["input_ids"]]
+    flop = job_flops(model, plens, [n for _, n in e_out])
+    res["roofline"] = dict(matmul_gflops_by_rows={m: round(r / 1e9, 1) for m, r in rates.items()}, best_rows=best,
+                           job_gflop=round(flop / 1e9, 1), backend_gflops=round(flop / e_time / 1e9, 1),
+                           fraction=round(flop / e_time / rates[best], 3),
+                           bound_tok_s=round(sum(n for _, n in e_out) * rates[best] / flop, 1))
     res["command"] = "python " + " ".join(sys.argv)
     print(f"{'':10} {'seconds':>8} {'raw tok':>8} {'useful tok':>10} {'useful tok/s':>12}")
     print(f"{'baseline':10} {b_time:8.1f} {res['baseline_raw_tokens']:8d} {b_use:10d} {res['baseline_tok_s']:12.1f}")
-    print(f"{'backend':10} {e_time:8.1f} {res['backend_raw_tokens']:8d} {e_use:10d} {res['backend_tok_s']:12.1f}")
-    print(f"ratio (backend / baseline useful tok/s): {res['ratio']:.2f}   [{res['hardware']}]")
+    print(f"{'backend':10} {e_time:8.1f} {res['backend_raw_tokens']:8d} {e_use:10d} {res['backend_tok_s']:12.1f}"
+          f"   continuous, batch {res['backend_batch_size']}")
+    print(f"{'fixed 64':10} {f_time:8.1f} {res['backend_raw_tokens']:8d} {e_use:10d} {res['fixed64_tok_s']:12.1f}"
+          "   the backend in fixed batches of 64 (same samples)")
+    print(f"ratio (backend / baseline useful tok/s): {res['ratio']:.2f}   continuous / fixed 64: "
+          f"{res['ratio_continuous_over_fixed64']:.2f}   [{res['hardware']}]")
+    r = res["roofline"]
+    print(f"roofline: matmul {r['matmul_gflops_by_rows']} GFLOP/s by rows; job {r['job_gflop']} GFLOP; backend "
+          f"{r['backend_gflops']} GFLOP/s = {r['fraction']:.0%} of the best ({r['best_rows']} rows); "
+          f"bound {r['bound_tok_s']} tok/s")
     if args.round_questions:
         r = res["em_round"] = em_round(args)
         print(f"one EM round, {r['n_train']} train + {r['n_eval']} eval questions: sample {r['sample_s']:.1f} s · "
