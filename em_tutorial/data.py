@@ -10,13 +10,14 @@ import csv, hashlib, json, os, random, re
 from dataclasses import dataclass, asdict
 from pathlib import Path
 from typing import NamedTuple
+from .arithmetic import is_arithmetic, arithmetic_difficulty, arithmetic_problems
 
 # %% auto #0
 __all__ = ['LETTERS', 'DATASETS', 'SPLITS', 'HUB_IDS', 'MMLU_SUBJECTS', 'SAMPLE_DIR', 'SAMPLE_SIZES', 'ANSWER_FORMAT',
-           'MCQuestion', 'make_question', 'check_dataset', 'split_names', 'check_split', 'check_subjects', 'read_local',
-           'release_dir', 'make_sample', 'read_hub', 'load_questions', 'question_text', 'user_prompt', 'build_prompt',
-           'format_target', 'answer_stated', 'answer_start', 'truncate_after_answer', 'ParsedAnswer', 'parse_answer',
-           'grade']
+           'VALUE_FORMAT', 'MCQuestion', 'make_question', 'check_dataset', 'split_names', 'check_split',
+           'check_subjects', 'read_local', 'release_dir', 'make_sample', 'read_hub', 'load_questions', 'question_text',
+           'user_prompt', 'example_turns', 'build_prompt', 'format_target', 'answer_stated', 'answer_start',
+           'truncate_after_answer', 'ParsedAnswer', 'parse_answer', 'grade']
 
 # %% ../nbs/02_data.ipynb #fbf22eba
 LETTERS = "ABCDEFGHIJ"
@@ -32,7 +33,7 @@ class MCQuestion:
     dataset: str        # one of `DATASETS`
     split: str          # the split it was loaded from
     subject: str|None = None  # MMLU subject
-    fact: str|None = None     # OpenBookQA's gold supporting fact, when known
+    fact: str|None = None     # OpenBookQA's gold supporting fact; arithmetic's worked solution
 
     @property
     def answer_text(self) -> str:
@@ -60,7 +61,7 @@ def make_question(id, stem, labels, texts, answer_key, dataset, split, subject=N
     return MCQuestion(str(id), str(stem).strip(), new, tuple(texts), new[labels.index(key)], dataset, split, subject, fact)
 
 # %% ../nbs/02_data.ipynb #21259f0c
-DATASETS = ("arc_easy", "arc_challenge", "openbookqa", "mmlu")
+DATASETS = ("arc_easy", "arc_challenge", "openbookqa", "mmlu", "arithmetic")
 SPLITS = ("train", "validation", "test")
 _SPLIT_ALIASES = {"train": "train", "dev": "validation", "val": "validation", "valid": "validation",
                   "validation": "validation", "test": "test"}
@@ -68,9 +69,10 @@ HUB_IDS = {"arc_easy": ("allenai/ai2_arc", "ARC-Easy"), "arc_challenge": ("allen
            "openbookqa": ("allenai/openbookqa", "additional"), "mmlu": ("cais/mmlu", "all")}
 
 def check_dataset(dataset: str) -> str:
-    "Return `dataset` if known, else raise one sentence naming the valid ones."
-    if dataset not in DATASETS:
-        raise ValueError(f"Unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}.")
+    "Return `dataset` if known (an arithmetic name may carry its difficulty), else raise one sentence naming the valid ones."
+    if dataset not in DATASETS and not is_arithmetic(dataset):
+        raise ValueError(f"Unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)} "
+                         "(arithmetic also as e.g. 'arithmetic-2step-1digit-mixed').")
     return dataset
 
 def split_names(dataset: str) -> tuple:
@@ -241,7 +243,10 @@ def load_questions(dataset: str="arc_easy", # one of `DATASETS`
                   ) -> list[MCQuestion]:
     "Load multiple-choice questions from the bundled sample, the Hub, or a local folder of release files."
     dataset = check_dataset(dataset); split = check_split(dataset, split); check_subjects(subjects)
-    if source is None: qs = read_local(dataset, split, SAMPLE_DIR, subjects)
+    if is_arithmetic(dataset):
+        qs = [make_question(p["id"], p["stem"], "ABCD", p["choices"], p["answer"], dataset, split, fact=p["fact"])
+              for p in arithmetic_problems(split, **arithmetic_difficulty(dataset), name=dataset)]
+    elif source is None: qs = read_local(dataset, split, SAMPLE_DIR, subjects)
     elif str(source) == "hub": qs = read_hub(dataset, split, subjects)
     else: qs = read_local(dataset, split, source, subjects)
     if dataset == "mmlu" and subjects is not None and not qs:
@@ -253,6 +258,7 @@ def load_questions(dataset: str="arc_easy", # one of `DATASETS`
 
 # %% ../nbs/02_data.ipynb #be7df7af
 ANSWER_FORMAT = "The answer is ({label})."
+VALUE_FORMAT = "The answer is {text}."   # arithmetic: the choice named by its number
 
 def question_text(q: MCQuestion) -> str:
     "The stem followed by one line per lettered choice."
@@ -261,6 +267,10 @@ def question_text(q: MCQuestion) -> str:
 def user_prompt(q: MCQuestion, hint: bool=False) -> str:
     "The user message: the question, plus the correct answer when `hint` is set."
     text = question_text(q) + "\n\n"
+    if is_arithmetic(q.dataset):
+        if hint: return text + (f"The correct answer is {q.answer_text}. Explain step by step how to get it, "
+                                f"then finish with \"{VALUE_FORMAT.format(text=q.answer_text)}\"")
+        return text + f"Think step by step, then finish with \"{VALUE_FORMAT.format(text='N')}\" where N is the number."
     if hint:
         text += (f"The correct answer is ({q.answer}) {q.answer_text}. Explain step by step why this answer is correct, "
                  f"as if you had worked it out yourself, then finish with \"{ANSWER_FORMAT.format(label=q.answer)}\"")
@@ -269,14 +279,23 @@ def user_prompt(q: MCQuestion, hint: bool=False) -> str:
     return text
 
 # %% ../nbs/02_data.ipynb #f03e4c72
+def example_turns(dataset: str) -> list[dict]:
+    "The worked example a prompt opens with, as a user and an assistant turn: arithmetic only (its first training problem)."
+    if not is_arithmetic(dataset): return []
+    p = arithmetic_problems("train", **arithmetic_difficulty(dataset), n=1, name=dataset)[0]
+    ex = make_question(p["id"], p["stem"], "ABCD", p["choices"], p["answer"], dataset, "train", fact=p["fact"])
+    worked = ". ".join(ex.fact.split("; ")) + ". " + VALUE_FORMAT.format(text=ex.answer_text)
+    return [{"role": "user", "content": user_prompt(ex)}, {"role": "assistant", "content": worked}]
+
 def build_prompt(q: MCQuestion, tokenizer, hint: bool=False) -> str:
     "The chat-formatted prompt for `q` (hinted or not), ending where the assistant's answer begins."
     if getattr(tokenizer, "chat_template", None) is None:
         raise ValueError("This tokenizer has no chat template; use an instruct/chat model (for example 'smollm2').")
-    return tokenizer.apply_chat_template([{"role": "user", "content": user_prompt(q, hint)}], tokenize=False, add_generation_prompt=True)
+    turns = [*example_turns(q.dataset), {"role": "user", "content": user_prompt(q, hint)}]
+    return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
 
 # %% ../nbs/02_data.ipynb #c09509f9
-_STRICT = re.compile(r"the answer is \(([A-J])\)", re.IGNORECASE)
+_STRICT = re.compile(r"the answer is (?:\(([A-J])\)|(-?\d+)(?=[.\n]))", re.IGNORECASE)
 
 def format_target(rationale: str, label: str) -> str:
     "The training target: the rationale, then 'The answer is (X).'"
@@ -307,7 +326,7 @@ def parse_answer(text, labels=("A", "B", "C", "D")) -> ParsedAnswer:
     labels = tuple(labels); ok = "".join(re.escape(l) for l in labels)
     if not ok: return ParsedAnswer(None, False)
     m = _STRICT.search(text)
-    if m and m.group(1).upper() in labels: return ParsedAnswer(m.group(1).upper(), True)
+    if m and m.group(1) and m.group(1).upper() in labels: return ParsedAnswer(m.group(1).upper(), True)
     flexible = [rf"(?:answer|choice|option)(?: is|:)\s*:?\s*(?:option |choice )?\(?([{ok}])\b\)?",  # "answer: B", "choice is (B"
                 rf"\(([{ok}])\)[\s.!]*$",                                            # ends with "(B)"
                 rf"^\s*\(?([{ok}])\)?[.):]?\s*$"]                                   # just "B" or "B)"
@@ -319,4 +338,8 @@ def parse_answer(text, labels=("A", "B", "C", "D")) -> ParsedAnswer:
 # %% ../nbs/02_data.ipynb #98835447
 def grade(q: MCQuestion, text) -> ParsedAnswer:
     "The answer `text` gives to `q` under the package's one grading policy (E-step and evaluation alike)."
-    return parse_answer(truncate_after_answer(text) if isinstance(text, str) else text, q.labels)
+    if not isinstance(text, str): return ParsedAnswer(None, False)
+    m = _STRICT.search(text)
+    if m and m.group(2) is not None:                           # "The answer is 73.": the choice whose text is 73
+        return ParsedAnswer(q.labels[q.choices.index(m.group(2))], True) if m.group(2) in q.choices else ParsedAnswer(None, False)
+    return parse_answer(truncate_after_answer(text), q.labels)

@@ -57,8 +57,9 @@ def test_bad_input_is_one_sentence(args, msg):
 
 MODULES = {p.stem: p.read_text() for p in (ROOT/"em_tutorial").glob("*.py") if not p.stem.startswith("_")}
 
-def _notebook_number(module: str) -> int:
-    return int(re.search(r"File to edit: \.\./nbs/(\d+)_", MODULES[module])[1])
+def _notebook_number(module: str) -> str:
+    "The notebook's number as it sorts: '01' < '01b' < '02'."
+    return re.search(r"File to edit: \.\./nbs/(\d+[a-z]?)_", MODULES[module])[1]
 
 def test_modules_import_only_earlier_notebooks():
     "The notebooks are numbered in import order: no module imports from a later-numbered one (top level or inside)."
