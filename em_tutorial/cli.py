@@ -40,7 +40,8 @@ def cmd_data(args) -> int:
 def _add_data(sub):
     p = sub.add_parser("data", help="count the questions of a dataset and show one",
                        description="Print the number of questions per split of DATASET and one example.")
-    p.add_argument("dataset", choices=DATASETS, help="which dataset")
+    p.add_argument("dataset", help="which dataset: " + ", ".join(DATASETS) + " (arithmetic may name its difficulty, "
+                   "e.g. arithmetic-2step-1digit-mixed)")
     p.add_argument("--split", help="one split only (train/validation/test; MMLU: dev/validation/test)")
     _add_source(p)
     p.add_argument("--subjects", nargs="+", default=None, help="MMLU subjects (default: all 57)")
@@ -72,7 +73,7 @@ def _choices() -> dict:
     from em_tutorial.models import QUANTIZE
     from em_tutorial.mstep import SCHEDULERS
     from em_tutorial.samplers import SAMPLERS
-    return {"sampler": tuple(SAMPLERS), "dataset": DATASETS, "quantize": QUANTIZE, "scheduler": SCHEDULERS}
+    return {"sampler": tuple(SAMPLERS), "quantize": QUANTIZE, "scheduler": SCHEDULERS}   # datasets: checked by EMConfig
 
 def config_flags() -> dict:
     "EMConfig's fields as flags: name -> (type, help), the help read from the field's own comment (fastcore docments)."

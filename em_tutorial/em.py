@@ -31,7 +31,7 @@ __all__ = ['EMConfig', 'derive_seed', 'sampler_options', 'run_em', 'evaluate_run
 class EMConfig:
     "Everything that defines an EM run (saved as run_dir/config.json)."
     sampler: str = "rejection"        # E-step proposal: rejection, star or pps
-    dataset: str = "arc_easy"         # arc_easy, arc_challenge, openbookqa or mmlu
+    dataset: str = "arc_easy"         # arc_easy, arc_challenge, openbookqa, mmlu, or arithmetic (e.g. arithmetic-2step-1digit-mixed)
     source: str | None = None         # data: unset for the bundled sample, 'hub', or a folder of release files
     model: str = "smollm2"            # 'smollm2' (offline), a local folder, a Hub id; tiny-llama/tiny-qwen2: mechanics only
     quantize: str = "auto"            # auto (4-bit on CUDA, none elsewhere), 4bit or none

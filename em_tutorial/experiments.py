@@ -6,19 +6,22 @@ Docs: https://em-tutorial.github.io/em_tutorial/experiments.html.md"""
 
 # %% ../nbs/10_experiments.ipynb #f2fc18a7
 from __future__ import annotations
-import csv, io, shutil
+import csv, io, re, shutil
+import numpy as np
 from pathlib import Path
 from .core import atomic_write_text, read_jsonl
+from .arithmetic import faithful, is_arithmetic
+from .data import load_questions
 from .em import EMConfig, run_em
 from .evaluate import paired_bootstrap
-from .runs import (EVAL_FILE, RunLock, prepare_run_dir, read_round_metrics, round_dir, round_finished,
-                              step_done, _round_numbers)
+from .runs import (CONFIG_FILE, EVAL_FILE, TRACES_FILE, RunLock, prepare_run_dir, read_round_metrics, round_dir, round_finished,
+                              step_done, _round_numbers, read_config)
 from fastprogress.fastprogress import progress_bar
 import matplotlib.pyplot as plt
 
 # %% auto #0
 __all__ = ['SAMPLER_NAMES', 'RESULT_COLUMNS', 'compare', 'collect_results', 'write_results', 'read_results', 'results_table',
-           'eval_path', 'write_evaluations', 'paired_comparison', 'plot_comparison']
+           'eval_path', 'write_evaluations', 'paired_comparison', 'seed_summary', 'seed_pairs', 'plot_comparison']
 
 # %% ../nbs/10_experiments.ipynb #92510bef
 SAMPLER_NAMES = {"base": "base model", "rejection": "rejection sampling", "star": "STaR", "pps": "PPS"}
@@ -50,10 +53,11 @@ def compare(out_dir,                                   # folder holding one run 
     return rows
 
 # %% ../nbs/10_experiments.ipynb #1f62b5f0
-RESULT_COLUMNS = ["sampler", "round", "accuracy", "ci_low", "ci_high", "accuracy_strict", "n_eval", "n_unparsable",
+RESULT_COLUMNS = ["sampler", "round", "seed", "accuracy", "ci_low", "ci_high", "accuracy_strict", "n_eval", "n_unparsable",
                   "eval_mean_tokens", "answer_only_accuracy", "rationale_tokens", "early_answer_share",
                   "top_letter_share", "n_sampled", "n_accepted", "acceptance_rate", "tokens_spent",
                   "tokens_per_accepted", "mean_rationale_tokens", "hinted_fraction", "restated_hint_count",
+                  "faithful_rate", "eval_faithful_rate",
                   "sample_s", "train_s", "eval_s"]
 
 def _row(sampler: str, m: dict) -> dict:
@@ -69,14 +73,32 @@ def _row(sampler: str, m: dict) -> dict:
                 hinted_fraction=st.get("hinted_fraction"), restated_hint_count=st.get("restated_hint_count"),
                 sample_s=sec.get("sample"), train_s=sec.get("train"), eval_s=sec.get("eval"))
 
+def _faithful_share(rows, facts, text_key) -> float|None:
+    "The share of `rows` (traces or evaluation rows) whose text computes its question's answer; None if none."
+    rows = [r for r in rows if r["qid"] in facts]
+    return round(sum(faithful(facts[r["qid"]], r[text_key]) for r in rows) / len(rows), 4) if rows else None
+
+def _faithfulness(run_dir, k: int, config: dict) -> dict:
+    "Round k's faithful shares (accepted traces, correct held-out answers) on arithmetic; empty elsewhere."
+    if not is_arithmetic(config.get("dataset")): return {}
+    folder, facts = round_dir(run_dir, k), {}
+    for split in ("train", config.get("eval_split") or "validation"):
+        facts.update({q.id: q.fact for q in load_questions(config["dataset"], split)})
+    out = {"eval_faithful_rate": _faithful_share([r for r in read_jsonl(folder/EVAL_FILE) if r["correct"]], facts, "text")}
+    if k > 0: out["faithful_rate"] = _faithful_share([t for t in read_jsonl(folder/TRACES_FILE) if t["accepted"]], facts, "rationale")
+    return out
+
 def collect_results(out_dir, samplers=("rejection", "star", "pps")) -> list[dict]:
     "Rows of the comparison from the run folders under `out_dir` (finished rounds only)."
     rows, base = [], None
     for s in samplers:
-        for k in (k for k in _round_numbers(Path(out_dir, s)) if round_finished(Path(out_dir, s), k)):
-            m = read_round_metrics(Path(out_dir, s), k)
-            if k == 0: base = base or _row("base", m)
-            else: rows.append(_row(s, m))
+        run = Path(out_dir, s)
+        config = read_config(run) if (run/CONFIG_FILE).exists() else {}
+        for k in (k for k in _round_numbers(run) if round_finished(run, k)):
+            row = {**_row("base" if k == 0 else s, read_round_metrics(run, k)), "seed": config.get("seed"),
+                   "faithful_rate": None, "eval_faithful_rate": None, **_faithfulness(run, k, config)}
+            if k == 0: base = base or row
+            else: rows.append(row)
     return ([base] if base else []) + rows
 
 def write_results(rows: list[dict], out_dir) -> Path:
@@ -105,14 +127,14 @@ def results_table(rows: list[dict]) -> str:
     last = {}
     for r in rows: last[r["sampler"]] = r if r["sampler"] not in last or r["round"] >= last[r["sampler"]]["round"] else last[r["sampler"]]
     lines = ["| method | round | accuracy (95% CI) | answer-only | strict | unparsable | eval rationale tokens "
-             "| answered at once | top letter | acceptance | tokens / accepted | accepted rationale tokens | sample s | train s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| answered at once | top letter | acceptance | faithful accepted | tokens / accepted | accepted rationale tokens | sample s | train s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s, r in last.items():
         acc = f"{r['accuracy']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r["accuracy"] is not None else "–"
         lines.append(f"| {SAMPLER_NAMES.get(s, s)} | {r['round']} | {acc} | {_f(r.get('answer_only_accuracy'), '.3f')} | "
                      f"{_f(r['accuracy_strict'], '.3f')} | {_f(r['n_unparsable'], 'd')}/{_f(r['n_eval'], 'd')} | "
                      f"{_f(r.get('rationale_tokens'), '.0f')} | {_f(r.get('early_answer_share'), '.2f')} | "
-                     f"{_f(r.get('top_letter_share'), '.2f')} | {_f(r['acceptance_rate'], '.2f')} | "
+                     f"{_f(r.get('top_letter_share'), '.2f')} | {_f(r['acceptance_rate'], '.2f')} | {_f(r.get('faithful_rate'), '.2f')} | "
                      f"{_f(r['tokens_per_accepted'], '.0f')} | {_f(r['mean_rationale_tokens'], '.0f')} | "
                      f"{_f(r['sample_s'], '.0f')} | {_f(r['train_s'], '.0f')} |")
     return "\n".join(lines)
@@ -156,6 +178,61 @@ def paired_comparison(out_dir,              # a comparison folder holding eval/<
                          significant=bool(lo > 0 or hi < 0), significant_of_all=bool(lo_m > 0 or hi_m < 0)))
     return rows
 
+# %% ../nbs/10_experiments.ipynb #4d963cf3
+def _seed_folders(root) -> list[Path]:
+    "The seed folders under `root` (named seed<k>, each a `compare` output), in seed order."
+    folders = [p for p in Path(root).iterdir() if re.fullmatch(r"seed\d+", p.name) and (p/"eval").is_dir()]
+    return sorted(folders, key=lambda p: int(p.name[4:]))
+
+def _outcomes(root, method: str) -> np.ndarray|None:
+    "Correctness of `method` (e.g. 'star_round3') per seed and question, (seeds, questions); None if a seed lacks it."
+    runs = []
+    for f in _seed_folders(root):
+        p = f/"eval"/f"{method}.jsonl"
+        if not p.exists(): return None
+        runs.append({r["qid"]: float(r["correct"]) for r in read_jsonl(p)})
+    if not runs or any(set(r) != set(runs[0]) for r in runs): return None
+    qids = sorted(runs[0])
+    return np.array([[r[q] for q in qids] for r in runs])
+
+def _two_level_ci(d: np.ndarray, n_boot: int, alpha: float, seed: int=0) -> tuple[float, float]:
+    "Percentile interval of the mean of d (seeds, questions), resampling seeds and questions independently."
+    rng = np.random.default_rng(seed); S, Q = d.shape
+    boots = np.array([d[rng.integers(0, S, S)][:, rng.integers(0, Q, Q)].mean() for _ in range(n_boot)])
+    return float(np.quantile(boots, alpha / 2)), float(np.quantile(boots, 1 - alpha / 2))
+
+def seed_summary(root,                  # folder of seed<k>/ comparison folders
+                 alpha: float=0.05,     # 1 - confidence level
+                 n_boot: int=2000,      # bootstrap resamples
+                ) -> list[dict]:
+    "Per method-round in every seed: mean accuracy, its range over seeds, and the paired difference from the base model."
+    base = _outcomes(root, "base_round0")
+    if base is None: raise FileNotFoundError(f"No seed<k>/eval/base_round0.jsonl under {root}; run `compare` per seed first.")
+    methods = sorted({p.stem for f in _seed_folders(root) for p in (f/"eval").glob("*_round*.jsonl")},
+                     key=lambda m: (m.split("_round")[0] != "base", m.split("_round")[0], int(m.split("_round")[1])))
+    rows = []
+    for m in methods:
+        o = _outcomes(root, m)
+        if o is None or o.shape[1] != base.shape[1]: continue
+        acc = o.mean(axis=1)
+        lo, hi = _two_level_ci(o - base, n_boot, alpha)
+        rows.append(dict(method=m, n_seeds=len(o), n_questions=o.shape[1], accuracy=round(float(acc.mean()), 4),
+                         seed_min=round(float(acc.min()), 4), seed_max=round(float(acc.max()), 4),
+                         vs_base=round(float((o - base).mean()), 4), ci_low=round(lo, 4), ci_high=round(hi, 4)))
+    return rows
+
+def seed_pairs(root, k: int, samplers=("rejection", "star", "pps"), alpha: float=0.05, n_boot: int=2000) -> list[dict]:
+    "Each pair of samplers at round k, question by question over every seed: the difference b − a and its interval."
+    rows = []
+    for i, a in enumerate(samplers):
+        for b in samplers[i + 1:]:
+            oa, ob = _outcomes(root, f"{a}_round{k}"), _outcomes(root, f"{b}_round{k}")
+            if oa is None or ob is None or oa.shape != ob.shape: continue
+            lo, hi = _two_level_ci(ob - oa, n_boot, alpha)
+            rows.append(dict(a=a, b=b, round=k, n_seeds=len(oa), difference=round(float((ob - oa).mean()), 4),
+                             ci_low=round(lo, 4), ci_high=round(hi, 4)))
+    return rows
+
 # %% ../nbs/10_experiments.ipynb #cad0614f
 def plot_comparison(rows: list[dict], title: str|None=None):
     "Plot accuracy (with 95% CIs), acceptance, rationale length and cost per round; returns the axes."
@@ -170,7 +247,10 @@ def plot_comparison(rows: list[dict], title: str|None=None):
         err = [[r["accuracy"] - r["ci_low"] for r in acc], [r["ci_high"] - r["accuracy"] for r in acc]]
         axs[0, 0].errorbar(x, y, yerr=err, marker="o", capsize=3, label=SAMPLER_NAMES.get(s, s))
         rounds = [r["round"] for r in rs]
-        axs[0, 1].plot(rounds, [r["acceptance_rate"] for r in rs], marker="o", label=SAMPLER_NAMES.get(s, s))
+        line, = axs[0, 1].plot(rounds, [r["acceptance_rate"] for r in rs], marker="o", label=SAMPLER_NAMES.get(s, s))
+        if any(r.get("faithful_rate") is not None for r in rs):   # arithmetic: the accepted share that computes the answer
+            axs[0, 1].plot(rounds, [None if r.get("faithful_rate") is None else r["faithful_rate"] * r["acceptance_rate"] for r in rs],
+                           ls="--", marker="x", color=line.get_color(), label=f"{SAMPLER_NAMES.get(s, s)}: faithful")
         axs[1, 0].plot(rounds, [r["mean_rationale_tokens"] for r in rs], marker="o", label=SAMPLER_NAMES.get(s, s))
         axs[1, 1].plot(rounds, [r["tokens_per_accepted"] for r in rs], marker="o", label=SAMPLER_NAMES.get(s, s))
         xs = [r["round"] for r in acc]
@@ -179,7 +259,7 @@ def plot_comparison(rows: list[dict], title: str|None=None):
     if base and base.get("n_eval"):
         axs[0, 0].axhline(base["accuracy"], color="gray", ls=":", lw=1, label="base model")
     for ax, (t, yl) in zip(axs.flat, [("Held-out accuracy (greedy, no hint; 95% CI)", "accuracy"),
-                                      ("E-step acceptance rate", "accepted / questions"),
+                                      ("E-step acceptance (dashed: faithful accepted)", "accepted / questions"),
                                       ("Accepted rationale length", "tokens"),
                                       ("E-step cost per accepted trace", "generated tokens"),
                                       ("Held-out rationale length before the answer", "tokens"),
