@@ -18,8 +18,8 @@ from transformers.cache_utils import DynamicLayer
 from .core import seed_hash
 
 # %% auto #0
-__all__ = ['CPU_BATCH_SIZE', 'MAX_BATCH_SIZE', 'Completion', 'uniform_noise', 'gumbel_noise', 'row_key', 'next_tokens',
-           'AnswerStop', 'merged_adapter', 'auto_batch_size', 'generate']
+__all__ = ['CPU_BATCH_SIZE', 'MAX_BATCH_SIZE', 'SHARED_PREFIX_MIN', 'Completion', 'uniform_noise', 'gumbel_noise', 'row_key',
+           'next_tokens', 'AnswerStop', 'merged_adapter', 'auto_batch_size', 'generate']
 
 # %% ../nbs/04_generate.ipynb #d3b98288
 @dataclass
@@ -193,17 +193,36 @@ def _new_cache(model):
         if type(layer) is DynamicLayer: layer.__class__ = _RoomyLayer
     return cache
 
-def _prefill(model, ids, prompts, pad):
+SHARED_PREFIX_MIN = 16   # prefill a prefix once when all the admitted prompts share at least this many tokens
+
+def _shared_prefix(seqs) -> int:
+    "How many leading tokens all of `seqs` share, leaving each at least one token of its own."
+    n = min(map(len, seqs)) - 1
+    for k in range(n):
+        if any(s[k] != seqs[0][k] for s in seqs): return k
+    return max(n, 0)
+
+def _prefill(model, ids, prompts, pad, share: bool=True):
     "Run prompts (indices into `ids`) once, left padded: (cache, last logits, mask, last positions)."
     device = next(model.parameters()).device
-    P = max(len(ids[i]) for i in prompts)
-    input_ids = torch.full((len(prompts), P), pad, dtype=torch.long)                 # (U, P), left padded
-    mask = torch.zeros((len(prompts), P), dtype=torch.long)
-    for u, i in enumerate(prompts):
-        input_ids[u, P - len(ids[i]):] = torch.tensor(ids[i]); mask[u, P - len(ids[i]):] = 1
+    seqs, cache = [ids[i] for i in prompts], _new_cache(model)
+    head = _shared_prefix(seqs) if share and len(seqs) > 1 and _joinable(cache) else 0
+    if head < SHARED_PREFIX_MIN: head = 0
+    if head:                                  # the common prefix once, its keys and values then viewed by every row
+        x = torch.tensor(seqs[0][:head], device=device)[None]
+        model(input_ids=x, attention_mask=torch.ones_like(x), position_ids=torch.arange(head, device=device)[None],
+              cache=cache, use_cache=True, logits_to_keep=1)
+        for layer in cache.layers:
+            layer.keys, layer.values = (t.expand(len(seqs), -1, -1, -1) for t in (layer.keys, layer.values))
+        seqs = [s[head:] for s in seqs]
+    P = max(map(len, seqs))
+    input_ids = torch.full((len(seqs), P), pad, dtype=torch.long)                    # (U, P): the rest, left padded
+    mask = torch.zeros((len(seqs), P), dtype=torch.long)
+    for u, s in enumerate(seqs):
+        input_ids[u, P - len(s):] = torch.tensor(s); mask[u, P - len(s):] = 1
     input_ids, mask = input_ids.to(device), mask.to(device)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)                                 # positions count real tokens
-    cache = _new_cache(model)
+    pos = head + (mask.cumsum(-1) - 1).clamp(min=0)                          # positions count real tokens
+    mask = torch.cat([mask.new_ones(len(seqs), head), mask], 1)              # [prefix | padding | own tokens]
     logits = model(input_ids=input_ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
                    logits_to_keep=1).logits[:, -1]
     return cache, logits, mask, pos[:, -1]
