@@ -14,8 +14,8 @@ from .data import DATASETS, load_questions, split_names, question_text
 from .evaluate import EVAL_METHODS
 
 # %% auto #0
-__all__ = ['DEMO', 'cmd_data', 'build_parser', 'main', 'config_flags', 'config_from_args', 'cmd_train', 'cmd_eval', 'cmd_compare',
-           'cmd_demo']
+__all__ = ['DEMO', 'DEMO_SIZES', 'cmd_data', 'build_parser', 'main', 'config_flags', 'config_from_args', 'cmd_train', 'cmd_eval',
+           'cmd_compare', 'cmd_demo']
 
 # %% ../nbs/11_cli.ipynb #8a4bf893
 def _add_source(p):
@@ -163,8 +163,10 @@ def _add_eval(sub):
     p.set_defaults(func=cmd_eval)
 
 # %% ../nbs/11_cli.ipynb #bde7b162
-DEMO = dict(dataset="arc_easy", model="smollm2", rounds=1, n_train=16, n_eval=24, budget=2, max_new_tokens=80, warmup_ratio=0.0,
-            epochs=2, chunk_size=8)
+DEMO = dict(dataset="arithmetic", model="smollm2", rounds=1, n_train=48, n_eval=100, budget=4, max_new_tokens=48,
+            warmup_ratio=0.0, epochs=1, chunk_size=16)
+DEMO_SIZES = {"arithmetic": DEMO,   # per dataset: a rationale of tens of tokens on arithmetic, ~80 on the others
+              "other": dict(DEMO, dataset="arc_easy", n_train=16, n_eval=24, budget=2, max_new_tokens=80, epochs=2, chunk_size=8)}
 
 def _run_compare(cfg: dict, out: Path, samplers, overwrite: bool) -> int:
     from em_tutorial.experiments import compare, plot_comparison, results_table
@@ -182,8 +184,10 @@ def cmd_compare(args) -> int:
     return _run_compare(config_from_args(args), Path(args.out), args.samplers, args.overwrite)
 
 def cmd_demo(args) -> int:
-    "The offline demo: compare the samplers at small sizes on SmolLM2-135M-Instruct and bundled ARC-Easy."
-    cfg = {**DEMO, **config_from_args(args)}
+    "The offline demo: compare the samplers at small sizes on SmolLM2-135M-Instruct (arithmetic, or --dataset)."
+    given = config_from_args(args)
+    sizes = DEMO_SIZES["arithmetic" if given.get("dataset", "arithmetic").startswith("arithmetic") else "other"]
+    cfg = {**sizes, **given}
     print("em-tutorial demo: " + ", ".join(f"{k}={v}" for k, v in cfg.items()) + f" · out={args.out}", flush=True)
     return _run_compare(cfg, Path(args.out), ("rejection", "star", "pps"), args.overwrite)
 
@@ -197,7 +201,7 @@ def _add_compare(sub):
 
 def _add_demo(sub):
     p = sub.add_parser("demo", help="offline comparison of the samplers in minutes on a CPU",
-                       description="Offline demo: base model vs rejection sampling, STaR and PPS on SmolLM2-135M-Instruct and bundled ARC-Easy "
+                       description="Offline demo: base model vs rejection sampling, STaR and PPS on SmolLM2-135M-Instruct and the generated arithmetic task "
                                    "(defaults: " + ", ".join(f"{k}={v}" for k, v in DEMO.items()) + "). Resumes if interrupted.")
     p.add_argument("--out", default="em_tutorial_demo", help="output folder (default ./em_tutorial_demo)")
     _add_config_flags(p, DEMO)
