@@ -94,7 +94,7 @@ def _hub_offline() -> bool:
     return bool(huggingface_hub.is_offline_mode())
 
 def _looks_like_path(name: str) -> bool:
-    return name.startswith(('/', '.', '~')) or '\\' in name or name.count('/') > 1 or name.endswith('/')
+    return name.startswith(('/', '.', '~')) or '\\' in name or name.count('/') > 1 or name.endswith(('/', '.gguf', '.GGUF'))
 
 def _first_sentence(e: Exception) -> str:
     s = str(e).strip().split('\n')[0]
@@ -126,7 +126,7 @@ def _resolve_name(name: str, trust_remote_code: bool, verbose: bool = True):
         return str(p), p.resolve().name, 'local folder'
     if p.is_file(): return str(gguf_model_dir(p, verbose)), p.name, 'GGUF file'
     if _looks_like_path(name):
-        raise FileNotFoundError(f"There is no folder {str(p)!r}; pass 'smollm2', an existing folder or GGUF file, or a Hub id (with network).")
+        raise FileNotFoundError(f"There is no folder or file {str(p)!r}; pass 'smollm2', an existing folder or GGUF file, or a Hub id (with network).")
     try:
         _read_config(name, name, trust_remote_code)
         return name, name, 'Hub'

@@ -37,6 +37,12 @@ def test_smollm2_gguf_by_path_is_the_offline_model(capsys):
     assert check_model(str(GGUF)) == 'GGUF file'
 
 
+def test_a_missing_gguf_file_is_one_sentence(tmp_path):
+    for name in ('my-model.Q4_K_M.gguf', str(tmp_path/'none.gguf')):
+        with pytest.raises(FileNotFoundError, match="There is no folder or file"):
+            check_model(name)
+
+
 def test_a_file_that_is_not_gguf_is_one_sentence(tmp_path):
     f = tmp_path/'model.safetensors'; f.write_bytes(b'\x00' * 64)
     for call in (lambda: load_model(str(f)), lambda: check_model(str(f))):
