@@ -150,7 +150,7 @@ def _add_eval(sub):
     p = sub.add_parser("eval", help="evaluate a run folder or a model", description="Chain-of-thought or log-likelihood accuracy with 95% intervals.")
     p.add_argument("--run-dir", help="a folder written by `em-tutorial train`")
     p.add_argument("--round", type=int, default=None, help="round of the run (default: the last finished; 0: base)")
-    p.add_argument("--model", help="'smollm2', a local folder or a Hub id (instead of --run-dir)")
+    p.add_argument("--model", help="'smollm2', a GGUF file, a local folder or a Hub id (instead of --run-dir)")
     p.add_argument("--adapter", help="a LoRA adapter folder to put on --model")
     p.add_argument("--dataset", default="arc_easy", choices=DATASETS, help="dataset (with --model)")
     p.add_argument("--split", default=None, help="held-out split (default: the run's, or validation)")

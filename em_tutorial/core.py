@@ -11,7 +11,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['threads_for_test', 'installed', 'cache_dir', 'atomic_write_text', 'atomic_write_json', 'append_jsonl', 'read_jsonl',
-           'repair_jsonl', 'seed_hash', 'rank', 'world_size', 'local_rank', 'is_main_process', 'barrier']
+           'repair_jsonl', 'seed_hash', 'file_sha256', 'rank', 'world_size', 'local_rank', 'is_main_process', 'barrier']
 
 # %% ../nbs/01_core.ipynb #d0a4cf2d
 def threads_for_test():
@@ -93,6 +93,14 @@ def repair_jsonl(path) -> int:
 def seed_hash(*parts) -> int:
     "A 64-bit integer from the SHA-256 of `parts` joined by '/'."
     return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little")
+
+# %% ../nbs/01_core.ipynb #5c8f3b2a
+def file_sha256(path) -> str:
+    "The hex SHA-256 of the file `path`, read in 1 MB blocks."
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
+    return h.hexdigest()
 
 # %% ../nbs/01_core.ipynb #9812dc37
 def rank() -> int:

@@ -292,7 +292,7 @@ def build_prompt(q: MCQuestion, tokenizer, hint: bool=False) -> str:
     if getattr(tokenizer, "chat_template", None) is None:
         raise ValueError("This tokenizer has no chat template; use an instruct/chat model (for example 'smollm2').")
     turns = [*example_turns(q.dataset), {"role": "user", "content": user_prompt(q, hint)}]
-    return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True, enable_thinking=False)  # Qwen3: no <think>
 
 # %% ../nbs/02_data.ipynb #c09509f9
 _STRICT = re.compile(r"the answer is (?:\(([A-J])\)|(-?\d+)(?=[.\n]))", re.IGNORECASE)

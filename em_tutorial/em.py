@@ -33,7 +33,7 @@ class EMConfig:
     sampler: str = "rejection"        # E-step proposal: rejection, star or pps
     dataset: str = "arc_easy"         # arc_easy, arc_challenge, openbookqa, mmlu, or arithmetic (e.g. arithmetic-2step-1digit-mixed)
     source: str | None = None         # data: unset for the bundled sample, 'hub', or a folder of release files
-    model: str = "smollm2"            # 'smollm2' (offline), a local folder, a Hub id; tiny-llama/tiny-qwen2: mechanics only
+    model: str = "smollm2"            # 'smollm2' (offline), a GGUF file, a local folder, a Hub id; tiny-llama/tiny-qwen2: mechanics only
     quantize: str = "auto"            # auto (4-bit on CUDA, none elsewhere), 4bit or none
     rounds: int = 3                   # EM rounds K
     n_train: int = 64                 # training questions, re-sampled every round
@@ -81,7 +81,7 @@ def _check_config(c: EMConfig) -> None:
     _one_of("sampler", c.sampler, tuple(SAMPLERS)); check_dataset(c.dataset); _one_of("quantize", c.quantize, QUANTIZE)
     _one_of("scheduler", c.scheduler, SCHEDULERS)
     c.eval_split = check_split(c.dataset, c.eval_split)
-    if not isinstance(c.model, str) or not c.model: raise ValueError("model must be a non-empty string: 'smollm2', a local folder or a Hub id.")
+    if not isinstance(c.model, str) or not c.model: raise ValueError("model must be a non-empty string: 'smollm2', a GGUF file, a local folder or a Hub id.")
     if c.model.startswith("tiny-"): _one_of("model", c.model, TINY_MODELS)
     for name in _POSITIVE_INTS:
         v = getattr(c, name)

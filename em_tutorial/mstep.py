@@ -19,7 +19,7 @@ __all__ = ['IGNORE_INDEX', 'LOG_FIELDS', 'SCHEDULERS', 'end_of_turn', 'trace_tar
 
 # %% ../nbs/06_mstep.ipynb #f871cd0d
 IGNORE_INDEX = -100  # the label PyTorch's cross-entropy ignores: prompt and padding positions
-_MARK = "\x1fEND-OF-ASSISTANT-TEXT\x1f"
+_MARK = "END-OF-ASSISTANT-TEXT-7f3a"   # no whitespace: templates may trim the content (Llama 3 does)
 
 def end_of_turn(tokenizer) -> str:
     "The text the chat template writes after an assistant message (e.g. '<|im_end|>'), else the EOS token."

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import em_tutorial.gguf as G
 import em_tutorial.models as M
 from em_tutorial.models import load_model, add_lora, tiny_model, describe_model, count_parameters
 
@@ -56,7 +57,7 @@ def test_missing_folder_and_bad_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match='has no config.json'):
         load_model(tmp_path)
     f = tmp_path/'weights.gguf'; f.write_text('x')
-    with pytest.raises(ValueError, match='is a file'):
+    with pytest.raises(ValueError, match='is a file but not a GGUF file'):
         load_model(f)
 
 
@@ -136,7 +137,7 @@ def test_conversion_killed_midway_leaves_nothing(monkeypatch, empty_cache):
     def killed(gguf, out):
         (out/'config.json').write_text('{}')
         raise KeyboardInterrupt
-    monkeypatch.setattr(M, '_convert_smollm2', killed)
+    monkeypatch.setattr(G, '_convert_gguf', killed)
     with pytest.raises(KeyboardInterrupt):
         M.offline_smollm2(verbose=False)
     assert list(empty_cache.iterdir()) == []
@@ -146,7 +147,7 @@ def test_conversion_renames_whole_folder_and_tolerates_a_race(monkeypatch, empty
     monkeypatch.setattr(M, '_smollm2_gguf', lambda: Path('/fake/SmolLM2.gguf'))
     def fake(gguf, out, other=None):
         for f in ('config.json', 'model.safetensors', 'tokenizer.json'): (out/f).write_text('x')
-    monkeypatch.setattr(M, '_convert_smollm2', fake)
+    monkeypatch.setattr(G, '_convert_gguf', fake)
     target = M.offline_smollm2(verbose=False)
     assert target == empty_cache/M.SMOLLM2_NAME and M._complete(target)
     assert [p.name for p in empty_cache.iterdir()] == [M.SMOLLM2_NAME]
@@ -154,7 +155,7 @@ def test_conversion_renames_whole_folder_and_tolerates_a_race(monkeypatch, empty
     import shutil; shutil.rmtree(target)
     def racing(gguf, out):
         fake(gguf, out); target.mkdir(); fake(gguf, target)
-    monkeypatch.setattr(M, '_convert_smollm2', racing)
+    monkeypatch.setattr(G, '_convert_gguf', racing)
     assert M.offline_smollm2(verbose=False) == target
     assert [p.name for p in empty_cache.iterdir()] == [M.SMOLLM2_NAME]
 
