@@ -101,7 +101,7 @@ def prepare_run_dir(config: dict,            # the run's config as a dict (`EMCo
     else:
         m = {"started": _now(), "versions": _versions(), "git_commit": _git_commit(), "seed": config.get("seed"),
              "seeds": "derive_seed(seed, round, what): what = 'lora', 'train' or the chunk index",
-             "platform": platform.platform(), "argv": sys.argv}
+             "platform": platform.platform(), "argv": [Path(sys.argv[0]).name, *sys.argv[1:]]}
     atomic_write_json(manifest, m)
     return run_dir
 
