@@ -19,7 +19,7 @@ from .core import seed_hash
 
 # %% auto #0
 __all__ = ['CPU_BATCH_SIZE', 'MAX_BATCH_SIZE', 'SHARED_PREFIX_MIN', 'Completion', 'uniform_noise', 'gumbel_noise', 'row_key',
-           'next_tokens', 'AnswerStop', 'merged_adapter', 'auto_batch_size', 'generate', 'token_logprobs']
+           'next_tokens', 'AnswerStop', 'merged_adapter', 'auto_batch_size', 'generate']
 
 # %% ../nbs/04_generate.ipynb #d3b98288
 @dataclass
@@ -290,7 +290,7 @@ def _decode(model, tokenizer, ids, rows, keys, temperature, top_p, max_new_token
         nxt = next_tokens(logits, keys[live], steps, temperature, top_p)        # (b,)
         live_cpu, steps_cpu = live.cpu(), steps.cpu()
         new[live_cpu, steps_cpu] = nxt.cpu()
-        logp[live_cpu] += logits.float().log_softmax(-1).gather(-1, nxt[:, None])[:, 0].double().cpu()
+        logp[live_cpu] += logits.float().log_softmax(-1).gather(-1, nxt[:, None])[:, 0].double().detach().cpu()
         steps, steps_cpu = steps + 1, steps_cpu + 1
         done = torch.isin(nxt, eos).cpu() | (steps_cpu == max_new_tokens)
         if stop is not None:
@@ -371,50 +371,3 @@ def generate(model,                       # a causal LM (plain or peft-wrapped)
                 todo = [(i, j) for i, j in todo if out[i][j] is None]
     finally: model.train(was_training)
     return [r * n if n_dec == 1 and n > 1 else r for r in out]
-
-# %% ../nbs/04_generate.ipynb #58442cdc
-def _sampling_logprobs(logits: torch.Tensor,   # (K, V) logits at the positions that predict `tokens`
-                       tokens: torch.Tensor,   # (K,) the tokens that follow
-                       temperature: float, top_p: float) -> torch.Tensor:
-    "log-probability of each token under softmax(logits / T) on its top-p nucleus, renormalised (−inf outside), shape (K,)"
-    scores = logits.double() / temperature
-    if top_p < 1:
-        vals, idx = scores.sort(-1, descending=True)
-        p = (vals - vals.logsumexp(-1, keepdim=True)).exp()
-        out = (p.cumsum(-1) - p) >= top_p                                  # mass ranked above already reaches p
-        scores = scores.scatter(-1, idx, vals.masked_fill(out, -float("inf")))
-    return scores.log_softmax(-1).gather(-1, tokens[:, None])[:, 0]
-
-def token_logprobs(model,                   # a causal LM (plain or peft-wrapped)
-                   pairs,                   # (context ids, continuation ids) pairs of token-id lists
-                   temperature: float=1.0,  # the sampling temperature to score under (> 0)
-                   top_p: float=1.0,        # the nucleus mass to score under, in (0, 1]
-                   batch_size: int=16,      # rows per forward pass
-                   pad_id: int=0,           # id written on (masked) padding positions
-                  ) -> list[torch.Tensor]:
-    "Teacher-forced log-probability of each continuation token under the distribution `generate` samples from (float64, one tensor per pair)."
-    if not temperature > 0: raise ValueError(f"temperature={temperature!r} must be > 0: greedy decoding has no density to score.")
-    if not 0 < top_p <= 1: raise ValueError(f"top_p={top_p!r} must be in (0, 1].")
-    pairs = [(list(c), list(x)) for c, x in pairs]
-    if any(not c for c, _ in pairs): raise ValueError("A context is empty; teacher forcing needs at least one context token.")
-    out = [torch.zeros(0, dtype=torch.float64) for _ in pairs]
-    todo = sorted((i for i, (_, x) in enumerate(pairs) if x), key=lambda i: -sum(map(len, pairs[i])))
-    device = next(model.parameters()).device
-    was_training = model.training; model.eval()
-    try:
-        with torch.inference_mode():
-            for s in range(0, len(todo), batch_size):
-                batch = todo[s:s + batch_size]
-                seqs = [pairs[i][0] + pairs[i][1][:-1] for i in batch]        # position t predicts token t + 1
-                L, K = max(map(len, seqs)), max(len(pairs[i][1]) for i in batch)
-                ids = torch.full((len(batch), L), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(batch), L), dtype=torch.long)
-                for b, seq in enumerate(seqs): ids[b, L - len(seq):] = torch.tensor(seq); mask[b, L - len(seq):] = 1
-                pos = (mask.cumsum(-1) - 1).clamp(min=0)
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-                               logits_to_keep=K).logits[:, -K:]            # (B, K, V)
-                for b, i in enumerate(batch):
-                    cont = torch.tensor(pairs[i][1], device=logits.device)
-                    out[i] = _sampling_logprobs(logits[b, K - len(cont):], cont, temperature, top_p).cpu()
-    finally: model.train(was_training)
-    return out

@@ -6,6 +6,7 @@ from em_tutorial.data import answer_stated
 from em_tutorial.generate import (Completion, generate, uniform_noise, gumbel_noise, row_key, AnswerStop, next_tokens,
                                   merged_adapter, _lora_layers)
 from em_tutorial.models import tiny_model
+from em_tutorial.scoring import token_logprobs
 
 torch.set_num_threads(1)
 PROMPTS = ["Which is a metal? A) wood B) iron", "Water boils at", "Plants use sunlight to make"]
@@ -339,7 +340,7 @@ def _reference_logprobs(model, ctx, cont, temperature, top_p):
 def test_token_logprobs_match_reference(tiny, temperature, top_p):
     model, tok = tiny
     pairs = [([5, 9, 11, 3], [7, 8, 2]), ([4], [10, 12, 13, 14, 15]), ([6, 6, 6, 6, 6, 6, 6], [1])]
-    got = gen.token_logprobs(model, pairs, temperature=temperature, top_p=top_p, batch_size=2)
+    got = token_logprobs(model, pairs, temperature=temperature, top_p=top_p, batch_size=2)
     for (c, x), g in zip(pairs, got):
         ref = _reference_logprobs(model, c, x, temperature, top_p)
         assert g.isinf().tolist() == ref.isinf().tolist()
@@ -356,7 +357,7 @@ def test_generate_logprob_is_the_teacher_forced_sum(tiny):
         for c in cs:
             new = tok(c.text, add_special_tokens=False)["input_ids"]
             if len(new) != c.n_tokens: continue          # an EOS (skipped in the text) or a re-encoding that differs
-            s = gen.token_logprobs(model, [(ids[i], new)])[0]
+            s = token_logprobs(model, [(ids[i], new)])[0]
             assert abs(float(s.sum()) - c.logprob) < 1e-3; checked += 1
     assert checked >= 1, "no completion re-encoded to its own ids"
     assert all(c.logprob < 0 for cs in out for c in cs)
@@ -364,5 +365,5 @@ def test_generate_logprob_is_the_teacher_forced_sum(tiny):
 
 def test_token_logprobs_rejects_greedy(tiny):
     model, _ = tiny
-    with pytest.raises(ValueError, match="greedy decoding has no density"): gen.token_logprobs(model, [([1], [2])], temperature=0)
-    with pytest.raises(ValueError, match="context is empty"): gen.token_logprobs(model, [([], [2])])
+    with pytest.raises(ValueError, match="greedy decoding has no density"): token_logprobs(model, [([1], [2])], temperature=0)
+    with pytest.raises(ValueError, match="context is empty"): token_logprobs(model, [([], [2])])
