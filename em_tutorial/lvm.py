@@ -8,6 +8,7 @@ Docs: https://em-tutorial.github.io/em_tutorial/lvm.html.md"""
 # %% ../nbs/00_lvm.ipynb #6fef0447
 from __future__ import annotations
 import copy
+import math
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
@@ -19,7 +20,8 @@ from torch import Tensor, nn
 # %% auto #0
 __all__ = ['SOUND', 'VAGUE', 'RESTATE', 'TOY_PROPOSALS', 'TabularReasoner', 'elbo', 'kl', 'toy_reasoner', 'mstep_objective',
            'mstep', 'Proposal', 'posterior_proposal', 'rejection_proposal', 'star_proposal', 'pps_proposal',
-           'simulate_sampler', 'EMRun', 'run_em_with', 'run_em_exact', 'plot_runs']
+           'simulate_sampler', 'EMRun', 'run_em_with', 'run_em_exact', 'plot_runs', 'log_mean_exp',
+           'sample_log_weights', 'effective_sample_size', 'pps_iw_proposal']
 
 # %% ../nbs/00_lvm.ipynb #7c96ec8a
 class TabularReasoner(nn.Module):
@@ -326,3 +328,52 @@ def plot_runs(runs,                   # EMRun objects (a list, or a dict's value
     if title: ax.set_title(title)
     ax.legend(fontsize=8); ax.grid(alpha=0.3)
     return ax
+
+# %% ../nbs/00_lvm.ipynb #8d35a355
+def log_mean_exp(log_weights: Tensor, # (..., K) log-weights log π(z_k, y*|x) − log q(z_k) of K samples
+                 dim: int=-1,          # the sample axis
+                ) -> Tensor:
+    "log (1/K) Σ_k exp(log_weights_k), computed stably: the estimate log p̂_K of log p(y*|x)"
+    if log_weights.shape[dim] < 1: raise ValueError("log_mean_exp needs at least one sample (K ≥ 1).")
+    return log_weights.logsumexp(dim) - math.log(log_weights.shape[dim])
+
+# %% ../nbs/00_lvm.ipynb #c2e23cd3
+def _generator(seed): return seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
+
+def sample_log_weights(model: TabularReasoner, # the reasoner π_θ
+                       y_star: Tensor,         # (X,) correct answers
+                       log_q: Tensor,          # (X, Z) log-probabilities of the proposal q to draw from
+                       K: int=16,              # rationales per question
+                       n: int=1,               # independent repeats
+                       seed: int|torch.Generator=0, # a seed, or a generator to draw from
+                      ) -> tuple[Tensor, Tensor]:
+    "Draw K rationales z ~ q per question, n times: (z, log π(z, y*|x) − log q(z)), each of shape (n, X, K)."
+    if K < 1 or n < 1:
+        raise ValueError(f"K (rationales per question) and n (repeats) must be at least 1; got K={K}, n={n}.")
+    with torch.no_grad():
+        X = log_q.shape[0]
+        z = torch.multinomial(log_q.exp(), n*K, replacement=True, generator=_generator(seed))   # (X, n·K)
+        z = z.reshape(X, n, K).transpose(0, 1)                                                  # (n, X, K)
+        return z, (model.log_joint(y_star) - log_q)[torch.arange(X)[:, None], z]
+
+# %% ../nbs/00_lvm.ipynb #626bc2ae
+def effective_sample_size(log_weights: Tensor, # (..., K) log importance weights
+                          dim: int=-1,          # the sample axis
+                         ) -> Tensor:
+    "ESS = (Σ_k w_k)² / Σ_k w_k²: K for equal weights, 1 when one sample carries all the weight"
+    return (2*log_weights.logsumexp(dim) - (2*log_weights).logsumexp(dim)).exp()
+
+def pps_iw_proposal(model: TabularReasoner, # the reasoner π_θ
+                    y_star: Tensor,         # (X,) correct answers
+                    K: int=16,              # hinted rationales per question and run
+                    n: int=20_000,          # simulated runs per question
+                    seed: int=0,            # seed of the simulation
+                   ) -> Proposal:
+    "PPS-IW: K hinted rationales, one resampled ∝ π(z|x) π(y*|x,z)/q(z|x,y*) (SIR); weights simulated by n runs"
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        z, lw = sample_log_weights(model, y_star, model.log_hinted_proposal(y_star), K, n, g)   # (n, X, K)
+        pick = (lw - torch.empty_like(lw).exponential_(generator=g).log()).argmax(-1, keepdim=True)  # Gumbel-max
+        got = lw.isfinite().any(-1)                                                            # (n, X) some w > 0
+        w = (F.one_hot(z.gather(-1, pick)[..., 0], model.sizes[1]).double() * got[..., None]).mean(0)
+        return Proposal(f"PPS-IW K={K}", w, w.sum(-1), torch.full_like(w[:, 0], float(K)))
