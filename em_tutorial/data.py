@@ -15,9 +15,9 @@ from .arithmetic import is_arithmetic, arithmetic_difficulty, arithmetic_problem
 # %% auto #0
 __all__ = ['LETTERS', 'DATASETS', 'SPLITS', 'HUB_IDS', 'MMLU_SUBJECTS', 'SAMPLE_DIR', 'SAMPLE_SIZES', 'ANSWER_FORMAT',
            'VALUE_FORMAT', 'MCQuestion', 'make_question', 'check_dataset', 'split_names', 'check_split',
-           'check_subjects', 'read_local', 'release_dir', 'make_sample', 'read_hub', 'load_questions', 'question_text',
-           'user_prompt', 'example_turns', 'build_prompt', 'format_target', 'answer_stated', 'answer_start',
-           'truncate_after_answer', 'ParsedAnswer', 'parse_answer', 'grade']
+           'check_subjects', 'read_local', 'release_dir', 'make_sample', 'read_hub', 'load_questions',
+           'answer_statement', 'question_text', 'user_prompt', 'example_turns', 'build_prompt', 'format_target',
+           'answer_stated', 'answer_start', 'truncate_after_answer', 'ParsedAnswer', 'parse_answer', 'grade']
 
 # %% ../nbs/02_data.ipynb #fbf22eba
 LETTERS = "ABCDEFGHIJ"
@@ -260,6 +260,10 @@ def load_questions(dataset: str="arc_easy", # one of `DATASETS`
 ANSWER_FORMAT = "The answer is ({label})."
 VALUE_FORMAT = "The answer is {text}."   # arithmetic: the choice named by its number
 
+def answer_statement(q: MCQuestion) -> str:
+    "The statement of `q`'s correct answer, as a rationale ends with it: 'The answer is (B).', or 'The answer is 73.' on arithmetic."
+    return VALUE_FORMAT.format(text=q.answer_text) if is_arithmetic(q.dataset) else ANSWER_FORMAT.format(label=q.answer)
+
 def question_text(q: MCQuestion) -> str:
     "The stem followed by one line per lettered choice."
     return q.question + "\n\n" + "\n".join(f"{l}) {c}" for l, c in zip(q.labels, q.choices))
@@ -269,11 +273,11 @@ def user_prompt(q: MCQuestion, hint: bool=False) -> str:
     text = question_text(q) + "\n\n"
     if is_arithmetic(q.dataset):
         if hint: return text + (f"The correct answer is {q.answer_text}. Explain step by step how to get it, "
-                                f"then finish with \"{VALUE_FORMAT.format(text=q.answer_text)}\"")
+                                f"then finish with \"{answer_statement(q)}\"")
         return text + f"Think step by step, then finish with \"{VALUE_FORMAT.format(text='N')}\" where N is the number."
     if hint:
         text += (f"The correct answer is ({q.answer}) {q.answer_text}. Explain step by step why this answer is correct, "
-                 f"as if you had worked it out yourself, then finish with \"{ANSWER_FORMAT.format(label=q.answer)}\"")
+                 f"as if you had worked it out yourself, then finish with \"{answer_statement(q)}\"")
     else:
         text += f"Think step by step, then finish with \"{ANSWER_FORMAT.format(label='X')}\" where X is the letter of the correct choice."
     return text
@@ -284,7 +288,7 @@ def example_turns(dataset: str) -> list[dict]:
     if not is_arithmetic(dataset): return []
     p = arithmetic_problems("train", **arithmetic_difficulty(dataset), n=1, name=dataset)[0]
     ex = make_question(p["id"], p["stem"], "ABCD", p["choices"], p["answer"], dataset, "train", fact=p["fact"])
-    worked = ". ".join(ex.fact.split("; ")) + ". " + VALUE_FORMAT.format(text=ex.answer_text)
+    worked = ". ".join(ex.fact.split("; ")) + ". " + answer_statement(ex)
     return [{"role": "user", "content": user_prompt(ex)}, {"role": "assistant", "content": worked}]
 
 def build_prompt(q: MCQuestion, tokenizer, hint: bool=False) -> str:

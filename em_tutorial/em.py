@@ -16,7 +16,8 @@ from .core import (append_jsonl, atomic_write_text, read_jsonl, repair_jsonl, se
 from .data import load_questions, check_dataset, check_split
 from .models import QUANTIZE, TINY_MODELS, check_model, load_model, add_lora
 from .generate import Completion
-from .samplers import SAMPLERS, Trace, get_sampler, sampler_stats
+from .samplers import SAMPLERS, Trace, get_sampler, sampler_stats, score_accepted
+from .scoring import estimate_objective, summarise_objective
 from .mstep import SCHEDULERS, train_mstep, save_adapter
 from .evaluate import EVAL_METHODS, EvalResult, evaluate_cot, loglik_accuracy, score_cot
 from .runs import (ADAPTER_DIR, EVAL_FILE, TRACES_FILE, TRAIN_LOG, RunLock, finished_rounds, kill_callback,
@@ -24,13 +25,13 @@ from .runs import (ADAPTER_DIR, EVAL_FILE, TRACES_FILE, TRAIN_LOG, RunLock, fini
                               round_finished, step_done, write_round_metrics)
 
 # %% auto #0
-__all__ = ['EMConfig', 'derive_seed', 'sampler_options', 'run_em', 'evaluate_run']
+__all__ = ['OBJECTIVE_FILE', 'EMConfig', 'derive_seed', 'sampler_options', 'run_em', 'evaluate_run']
 
 # %% ../nbs/09_em.ipynb #ea8f6852
 @dataclass
 class EMConfig:
     "Everything that defines an EM run (saved as run_dir/config.json)."
-    sampler: str = "rejection"        # E-step proposal: rejection, star or pps
+    sampler: str = "rejection"        # E-step proposal: rejection, star, pps or pps_iw
     dataset: str = "arc_easy"         # arc_easy, arc_challenge, openbookqa, mmlu, or arithmetic (e.g. arithmetic-2step-1digit-mixed)
     source: str | None = None         # data: unset for the bundled sample, 'hub', or a folder of release files
     model: str = "smollm2"            # 'smollm2' (offline), a GGUF file, a local folder, a Hub id; tiny-llama/tiny-qwen2: mechanics only
@@ -39,7 +40,7 @@ class EMConfig:
     n_train: int = 64                 # training questions, re-sampled every round
     n_eval: int = 64                  # held-out questions for greedy accuracy
     eval_split: str = "validation"    # split the held-out questions come from
-    budget: int = 4                   # tries per question of rejection sampling (M)
+    budget: int = 4                   # tries per question of rejection sampling (M); hinted samples of pps_iw (K)
     temperature: float = 0.7          # E-step sampling temperature
     top_p: float = 0.95               # E-step nucleus mass
     max_new_tokens: int = 256         # rationale length cap (sampling and evaluation)
@@ -57,6 +58,8 @@ class EMConfig:
     continue_adapter: bool = True     # keep training one adapter; False: restart from the base model every round (STaR)
     chunk_size: int = 16              # questions sampled (and saved) per chunk
     gen_batch_size: int | None = None # generation batch size; unset: automatic
+    objective_k: int = 0              # samples per question (unhinted and hinted each) estimating log p(y*|x) at evaluation; 0: off
+    objective_n: int = 64             # held-out questions (the first of the evaluation set) the objective is estimated on
 
     def __post_init__(self): _check_config(self)
     def to_dict(self) -> dict: return asdict(self)
@@ -71,7 +74,7 @@ class EMConfig:
 
 # %% ../nbs/09_em.ipynb #d3612d62
 _POSITIVE_INTS = ("rounds", "n_train", "n_eval", "budget", "max_new_tokens", "lora_r", "batch_size", "grad_accum",
-                  "max_len", "chunk_size")
+                  "max_len", "chunk_size", "objective_n")
 
 def _one_of(name: str, value, valid) -> None:
     if value not in valid: raise ValueError(f"{name}={value!r} is not valid; choose one of: {', '.join(valid)}.")
@@ -95,6 +98,8 @@ def _check_config(c: EMConfig) -> None:
         if not 0 <= getattr(c, name) < 1: raise ValueError(f"{name}={getattr(c, name)!r} must be in [0, 1).")
     for name in ("lora_alpha", "lr", "epochs"):
         if not getattr(c, name) > 0: raise ValueError(f"{name}={getattr(c, name)!r} must be positive.")
+    if not (isinstance(c.objective_k, int) and not isinstance(c.objective_k, bool) and c.objective_k >= 0):
+        raise ValueError(f"objective_k={c.objective_k!r} must be a non-negative integer (0 turns the estimate off).")
     if not isinstance(c.continue_adapter, bool): raise ValueError(f"continue_adapter={c.continue_adapter!r} must be True or False.")
 
 # %% ../nbs/09_em.ipynb #7ec74497
@@ -136,6 +141,7 @@ def _sample_round(policy, config: EMConfig, folder: Path, k: int, questions: lis
             todo = [q for q in chunk if q.id not in have]
             if not todo: continue
             new = sampler(policy(), policy.tokenizer, todo, seed=derive_seed(config.seed, k, c), **kw)
+            new = score_accepted(policy(), policy.tokenizer, todo, new)           # hint leakage of what the M-step gets
             append_jsonl(mine, [t.to_dict() for t in new])
             log(f"round {k}: chunk {c + 1}/{len(chunks)} sampled ({sum(t.accepted for t in new)}/{len(new)} accepted)")
             maybe_kill(f"round{k}.chunk{c}")
@@ -210,6 +216,8 @@ def _round_info(config: EMConfig, folder: Path, traces: list) -> dict:
             "seconds": {"sample": sampled.get("seconds"), "train": trained.get("seconds")}}
 
 # %% ../nbs/09_em.ipynb #e46bd769
+OBJECTIVE_FILE = "objective.jsonl"   # per held-out question: the estimates of log p(y*|x)
+
 def _evaluate(policy, config: EMConfig, run_dir: Path, k: int, eval_qs: list, info: dict, log) -> None:
     "Evaluate round k's policy, question i on process i mod N; the main process finishes the round."
     folder, me, n_proc = round_dir(run_dir, k), rank(), world_size()
@@ -231,9 +239,14 @@ def _evaluate(policy, config: EMConfig, run_dir: Path, k: int, eval_qs: list, in
         atomic_write_text(folder/EVAL_FILE, "".join(json.dumps(r) + "\n" for r in res.rows))
         answer_only = loglik_accuracy(policy(), policy.tokenizer, eval_qs, method="letter", seed=config.seed,
                                       progress=False)                  # the same model, no rationale
+        objective = None
+        if config.objective_k:                             # the EM objective, estimated on the first objective_n questions
+            obj = estimate_objective(policy(), policy.tokenizer, eval_qs[:config.objective_n], k=config.objective_k,
+                                     max_new_tokens=config.max_new_tokens, seed=config.seed, batch_size=config.gen_batch_size)
+            atomic_write_text(folder/OBJECTIVE_FILE, "".join(json.dumps(r) + "\n" for r in obj)); objective = summarise_objective(obj)
         maybe_kill(f"round{k}.eval")
         seconds = {**info.get("seconds", {}), "eval": round(time.time() - t0, 2)}
-        write_round_metrics(run_dir, k, {**info, "round": k, "eval": ev, "answer_only": answer_only.summary(),
+        write_round_metrics(run_dir, k, {**info, "round": k, "eval": ev, "answer_only": answer_only.summary(), "objective": objective,
                                          "seconds": seconds})
         for p in folder.glob("eval.rank*.jsonl"): p.unlink()
         lo, hi = ev["accuracy_ci"]

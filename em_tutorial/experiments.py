@@ -13,6 +13,7 @@ from .core import atomic_write_text, read_jsonl
 from .arithmetic import faithful, is_arithmetic
 from .data import load_questions
 from .em import EMConfig, run_em
+from .samplers import SAMPLERS
 from .evaluate import paired_bootstrap
 from .runs import (CONFIG_FILE, EVAL_FILE, TRACES_FILE, RunLock, prepare_run_dir, read_round_metrics, round_dir, round_finished,
                               step_done, _round_numbers, read_config)
@@ -20,14 +21,16 @@ from fastprogress.fastprogress import progress_bar
 import matplotlib.pyplot as plt
 
 # %% auto #0
-__all__ = ['SAMPLER_NAMES', 'RESULT_COLUMNS', 'compare', 'collect_results', 'write_results', 'read_results', 'results_table',
-           'eval_path', 'write_evaluations', 'paired_comparison', 'seed_summary', 'seed_pairs', 'plot_comparison']
+__all__ = ['SAMPLER_NAMES', 'ALL_SAMPLERS', 'RESULT_COLUMNS', 'compare', 'collect_results', 'write_results', 'read_results',
+           'results_table', 'eval_path', 'write_evaluations', 'paired_comparison', 'seed_summary', 'seed_pairs',
+           'plot_comparison']
 
 # %% ../nbs/10_experiments.ipynb #92510bef
-SAMPLER_NAMES = {"base": "base model", "rejection": "rejection sampling", "star": "STaR", "pps": "PPS"}
+SAMPLER_NAMES = {"base": "base model", "rejection": "rejection sampling", "star": "STaR", "pps": "PPS", "pps_iw": "PPS-IW"}
+ALL_SAMPLERS = tuple(SAMPLERS)   # rejection, star, pps (the paper's three) and pps_iw (ours)
 
 def compare(out_dir,                                   # folder holding one run folder per sampler
-            samplers=("rejection", "star", "pps"),     # which samplers to compare
+            samplers=ALL_SAMPLERS,                     # which samplers to compare
             overwrite: bool=False,                     # wipe run folders made with another config
             progress: bool=True,                       # print progress lines
             **config,                                  # EMConfig fields shared by all runs (not `sampler`)
@@ -57,7 +60,8 @@ RESULT_COLUMNS = ["sampler", "round", "seed", "accuracy", "ci_low", "ci_high", "
                   "eval_mean_tokens", "answer_only_accuracy", "rationale_tokens", "early_answer_share",
                   "top_letter_share", "n_sampled", "n_accepted", "acceptance_rate", "tokens_spent",
                   "tokens_per_accepted", "mean_rationale_tokens", "hinted_fraction", "restated_hint_count",
-                  "faithful_rate", "eval_faithful_rate",
+                  "faithful_rate", "eval_faithful_rate", "hint_leakage", "mean_ess",
+                  "objective_mc_p", "objective_mc_logp", "objective_is_logp", "objective_is_ess", "objective_mc_elbo", "objective_is_elbo",
                   "sample_s", "train_s", "eval_s"]
 
 def _row(sampler: str, m: dict) -> dict:
@@ -71,6 +75,8 @@ def _row(sampler: str, m: dict) -> dict:
                 acceptance_rate=st.get("acceptance_rate"), tokens_spent=st.get("tokens"),
                 tokens_per_accepted=st.get("tokens_per_accepted"), mean_rationale_tokens=st.get("mean_rationale_tokens"),
                 hinted_fraction=st.get("hinted_fraction"), restated_hint_count=st.get("restated_hint_count"),
+                hint_leakage=st.get("hint_leakage"), mean_ess=st.get("mean_ess"),
+                **{f"objective_{k}": (m.get("objective") or {}).get(k) for k in ("mc_p", "mc_logp", "is_logp", "is_ess", "mc_elbo", "is_elbo")},
                 sample_s=sec.get("sample"), train_s=sec.get("train"), eval_s=sec.get("eval"))
 
 def _faithful_share(rows, facts, text_key) -> float|None:
@@ -88,7 +94,7 @@ def _faithfulness(run_dir, k: int, config: dict) -> dict:
     if k > 0: out["faithful_rate"] = _faithful_share([t for t in read_jsonl(folder/TRACES_FILE) if t["accepted"]], facts, "rationale")
     return out
 
-def collect_results(out_dir, samplers=("rejection", "star", "pps")) -> list[dict]:
+def collect_results(out_dir, samplers=ALL_SAMPLERS) -> list[dict]:
     "Rows of the comparison from the run folders under `out_dir` (finished rounds only)."
     rows, base = [], None
     for s in samplers:
@@ -127,8 +133,8 @@ def results_table(rows: list[dict]) -> str:
     last = {}
     for r in rows: last[r["sampler"]] = r if r["sampler"] not in last or r["round"] >= last[r["sampler"]]["round"] else last[r["sampler"]]
     lines = ["| method | round | accuracy (95% CI) | answer-only | strict | unparsable | eval rationale tokens "
-             "| answered at once | top letter | acceptance | faithful accepted | tokens / accepted | accepted rationale tokens | sample s | train s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| answered at once | top letter | acceptance | faithful accepted | tokens / accepted | accepted rationale tokens | log p̂ MC | log p̂ IS | hint leakage | sample s | train s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s, r in last.items():
         acc = f"{r['accuracy']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r["accuracy"] is not None else "–"
         lines.append(f"| {SAMPLER_NAMES.get(s, s)} | {r['round']} | {acc} | {_f(r.get('answer_only_accuracy'), '.3f')} | "
@@ -136,6 +142,7 @@ def results_table(rows: list[dict]) -> str:
                      f"{_f(r.get('rationale_tokens'), '.0f')} | {_f(r.get('early_answer_share'), '.2f')} | "
                      f"{_f(r.get('top_letter_share'), '.2f')} | {_f(r['acceptance_rate'], '.2f')} | {_f(r.get('faithful_rate'), '.2f')} | "
                      f"{_f(r['tokens_per_accepted'], '.0f')} | {_f(r['mean_rationale_tokens'], '.0f')} | "
+                     f"{_f(r.get('objective_mc_logp'), '.2f')} | {_f(r.get('objective_is_logp'), '.2f')} | {_f(r.get('hint_leakage'), '.1f')} | "
                      f"{_f(r['sample_s'], '.0f')} | {_f(r['train_s'], '.0f')} |")
     return "\n".join(lines)
 
@@ -144,7 +151,7 @@ def eval_path(out_dir, sampler: str, k: int) -> Path:
     "Where `compare` keeps the per-question evaluation of `sampler`'s round k (sampler 'base' for round 0)."
     return Path(out_dir)/"eval"/f"{sampler}_round{k}.jsonl"
 
-def write_evaluations(out_dir, samplers=("rejection", "star", "pps")) -> list[Path]:
+def write_evaluations(out_dir, samplers=ALL_SAMPLERS) -> list[Path]:
     "Copy every finished round's eval.jsonl of the runs under `out_dir` to eval/<sampler>_round<k>.jsonl."
     out = []
     for s in samplers:
@@ -221,7 +228,7 @@ def seed_summary(root,                  # folder of seed<k>/ comparison folders
                          vs_base=round(float((o - base).mean()), 4), ci_low=round(lo, 4), ci_high=round(hi, 4)))
     return rows
 
-def seed_pairs(root, k: int, samplers=("rejection", "star", "pps"), alpha: float=0.05, n_boot: int=2000) -> list[dict]:
+def seed_pairs(root, k: int, samplers=ALL_SAMPLERS, alpha: float=0.05, n_boot: int=2000) -> list[dict]:
     "Each pair of samplers at round k, question by question over every seed: the difference b − a and its interval."
     rows = []
     for i, a in enumerate(samplers):
@@ -235,8 +242,9 @@ def seed_pairs(root, k: int, samplers=("rejection", "star", "pps"), alpha: float
 
 # %% ../nbs/10_experiments.ipynb #cad0614f
 def plot_comparison(rows: list[dict], title: str|None=None):
-    "Plot accuracy (with 95% CIs), acceptance, rationale length and cost per round; returns the axes."
-    fig, axs = plt.subplots(3, 2, figsize=(10, 10), constrained_layout=True)
+    "Plot accuracy (with 95% CIs), acceptance, rationale length and cost per round (and the posterior diagnostics, when recorded); returns the axes."
+    posterior = any(r.get("objective_mc_logp") is not None or r.get("hint_leakage") is not None for r in rows)
+    fig, axs = plt.subplots(4 if posterior else 3, 2, figsize=(10, 13 if posterior else 10), constrained_layout=True)
     base = next((r for r in rows if r["sampler"] == "base"), None)
     samplers = [s for s in dict.fromkeys(r["sampler"] for r in rows) if s != "base"]
     for i, s in enumerate(samplers):
@@ -256,6 +264,11 @@ def plot_comparison(rows: list[dict], title: str|None=None):
         xs = [r["round"] for r in acc]
         axs[2, 0].plot(xs, [r.get("rationale_tokens") for r in acc], marker="o", label=SAMPLER_NAMES.get(s, s))
         axs[2, 1].plot(xs, [r.get("top_letter_share") for r in acc], marker="o", label=SAMPLER_NAMES.get(s, s))
+        if posterior:
+            for key, ls in (("objective_mc_logp", "-"), ("objective_is_logp", "--")):
+                axs[3, 0].plot(xs, [r.get(key) for r in acc], marker="o", ls=ls, color=line.get_color(),
+                               label=f"{SAMPLER_NAMES.get(s, s)}: {key[10:12].upper()}")
+            axs[3, 1].plot(rounds, [r.get("hint_leakage") for r in rs], marker="o", label=SAMPLER_NAMES.get(s, s))
     if base and base.get("n_eval"):
         axs[0, 0].axhline(base["accuracy"], color="gray", ls=":", lw=1, label="base model")
     for ax, (t, yl) in zip(axs.flat, [("Held-out accuracy (greedy, no hint; 95% CI)", "accuracy"),
@@ -263,7 +276,9 @@ def plot_comparison(rows: list[dict], title: str|None=None):
                                       ("Accepted rationale length", "tokens"),
                                       ("E-step cost per accepted trace", "generated tokens"),
                                       ("Held-out rationale length before the answer", "tokens"),
-                                      ("Share of the most frequent predicted letter", "share of answers")]):
+                                      ("Share of the most frequent predicted letter", "share of answers"),
+                                      ("Estimated log p(y*|x) (solid: MC, dashed: IS)", "mean over questions (clipped)"),
+                                      ("Hint leakage of accepted hinted traces", "log q(z|x,y*) − log π(z|x)")]):
         ax.set_title(t, fontsize=10); ax.set_xlabel("EM round"); ax.set_ylabel(yl); ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
     last = max([r["round"] for r in rows if r["sampler"] != "base"], default=1)
@@ -272,5 +287,6 @@ def plot_comparison(rows: list[dict], title: str|None=None):
     axs[0, 1].set_ylim(0, 1.05)
     axs[0, 1].legend(fontsize=8)
     axs[0, 0].legend(fontsize=8)
+    if posterior: axs[3, 0].legend(fontsize=7)
     if title: fig.suptitle(title)
     return axs

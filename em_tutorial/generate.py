@@ -197,18 +197,18 @@ def _new_cache(model):
 
 SHARED_PREFIX_MIN = 16   # prefill a prefix once when all the admitted prompts share at least this many tokens
 
-def _shared_prefix(seqs) -> int:
-    "How many leading tokens all of `seqs` share, leaving each at least one token of its own."
-    n = min(map(len, seqs)) - 1
+def _shared_prefix(seqs, own: int=1) -> int:
+    "How many leading tokens all of `seqs` share, leaving each at least `own` tokens of its own."
+    n = min(map(len, seqs)) - own
     for k in range(n):
         if any(s[k] != seqs[0][k] for s in seqs): return k
     return max(n, 0)
 
-def _prefill(model, ids, prompts, pad, share: bool=True):
-    "Run prompts (indices into `ids`) once, left padded: (cache, last logits, mask, last positions)."
+def _prefill(model, ids, prompts, pad, share: bool=True, keep: int|None=None):
+    "Run prompts (indices into `ids`) once, left padded: (cache, last logits, mask, last positions); `keep`: the last `keep` positions' logits, (U, keep, V)."
     device = next(model.parameters()).device
     seqs, cache = [ids[i] for i in prompts], _new_cache(model)
-    head = _shared_prefix(seqs) if share and len(seqs) > 1 and _joinable(cache) else 0
+    head = _shared_prefix(seqs, keep or 1) if share and len(seqs) > 1 and _joinable(cache) else 0
     if head < SHARED_PREFIX_MIN: head = 0
     if head:                                  # the common prefix once, its keys and values then viewed by every row
         x = torch.tensor(seqs[0][:head], device=device)[None]
@@ -226,8 +226,8 @@ def _prefill(model, ids, prompts, pad, share: bool=True):
     pos = head + (mask.cumsum(-1) - 1).clamp(min=0)                          # positions count real tokens
     mask = torch.cat([mask.new_ones(len(seqs), head), mask], 1)              # [prefix | padding | own tokens]
     logits = model(input_ids=input_ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
-                   logits_to_keep=1).logits[:, -1]
-    return cache, logits, mask, pos[:, -1]
+                   logits_to_keep=keep or 1).logits
+    return cache, logits[:, -1] if keep is None else logits[:, -keep:], mask, pos[:, -1]
 
 # %% ../nbs/04_generate.ipynb #c0b1a7f2
 def _left_pad(x: torch.Tensor, length: int, dim: int) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The three E-step proposals behind one interface: each returns one `Trace` per question, saying what was generated, whether it goes into the M-step, and what it cost.
+"""The E-step proposals behind one interface: each returns one `Trace` per question, saying what was generated, whether it goes into the M-step, and what it cost.
 
 Docs: https://em-tutorial.github.io/em_tutorial/samplers.html.md"""
 
@@ -11,11 +11,16 @@ from dataclasses import dataclass, asdict, fields
 
 from .core import seed_hash
 from .data import MCQuestion, build_prompt, grade, answer_stated, truncate_after_answer
+import math, random
+from dataclasses import replace
+import torch
 from .generate import Completion, generate
+from .lvm import effective_sample_size
+from .scoring import rationale_parts, score_traces
 
 # %% auto #0
 __all__ = ['SAMPLERS', 'Trace', 'restates_hint', 'question_seed', 'make_trace', 'rejection_sample', 'star_sample',
-           'prompt_posterior_sample', 'get_sampler', 'sampler_stats']
+           'prompt_posterior_sample', 'importance_weighted_pps', 'get_sampler', 'sampler_stats', 'score_accepted']
 
 # %% ../nbs/05_samplers.ipynb #d3fd80d8
 @dataclass
@@ -33,6 +38,10 @@ class Trace:
     train_prompt: str       # the unhinted prompt, which the M-step trains on
     restates_hint: bool     # the rationale merely restates the hint (hinted prompts only)
     rationale_tokens: int = 0  # tokens generated for the completion `rationale` came from
+    logp_rationale: float|None = None  # log π(z|x): the rationale under the unhinted prompt (T 1)
+    logq_rationale: float|None = None  # log q(z|x,y*): the same rationale under the hinted prompt (T 1)
+    logp_answer: float|None = None     # log π(y*|x,z): the correct answer statement after it
+    ess: float|None = None             # PPS-IW: effective sample size of the question's importance weights
 
     def to_dict(self) -> dict: return asdict(self)
 
@@ -136,8 +145,40 @@ def prompt_posterior_sample(model, tokenizer, questions: list[MCQuestion], *,
                     max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress, stop=answer_stated)
     return [make_trace(q, tokenizer, h, True, 1, h.n_tokens, drop_restated) for q, [h] in zip(questions, outs)]
 
+# %% ../nbs/05_samplers.ipynb #2bdd279c
+def importance_weighted_pps(model, tokenizer, questions: list[MCQuestion], *,
+                            budget: int=4,             # K: hinted samples per question
+                            temperature: float=0.7, top_p: float=0.95, max_new_tokens: int=256, seed: int=0,
+                            batch_size: int|None=None, progress: bool=True,
+                            drop_restated: bool=True,  # give rationales that merely restate the hint weight 0
+                           ) -> list[Trace]:
+    "PPS-IW: `budget` hinted rationalizations per question, one kept by importance weight π(z|x) π(y*|x,z) / q(z|x,y*)."
+    if not (isinstance(budget, int) and budget >= 1): raise ValueError(f"budget={budget!r} must be a positive integer.")
+    questions = _check_questions(questions)
+    outs = generate(model, tokenizer, [build_prompt(q, tokenizer, hint=True) for q in questions], n=budget,
+                    seed=[question_seed(seed, q.id, True) for q in questions], temperature=temperature, top_p=top_p,
+                    max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress, stop=answer_stated)
+    flat = [(q, c) for q, cs in zip(questions, outs) for c in cs]
+    scores = score_traces(model, tokenizer, [q for q, _ in flat], [truncate_after_answer(c.text) for _, c in flat],
+                          proposal=(temperature, top_p))
+    traces = []
+    for i, (q, cs) in enumerate(zip(questions, outs)):
+        cands = [make_trace(q, tokenizer, c, True, budget, sum(c.n_tokens for c in cs), drop_restated) for c in cs]
+        ss = scores[i*budget:(i + 1)*budget]
+        logw = torch.tensor([s["logp_rationale"] + s["logp_answer"] - s["logq_proposal"] for s in ss], dtype=torch.float64)
+        void = [not answer_stated(t.rationale) or (drop_restated and t.restates_hint) or not math.isfinite(s["logq_proposal"])
+                for t, s in zip(cands, ss)]
+        logw = logw.masked_fill(torch.tensor(void), -float("inf"))
+        if not logw.isfinite().any(): traces.append(replace(cands[0], accepted=False, ess=0.0)); continue
+        w = (logw - logw.logsumexp(0)).exp().tolist()
+        j = random.Random(question_seed(seed, q.id, True, budget)).choices(range(budget), weights=w)[0]
+        z, sep, stmt = rationale_parts(q, cands[j].rationale)
+        traces.append(replace(cands[j], rationale=z + sep + stmt, answer=q.answer, correct=True, accepted=True,
+                              ess=float(effective_sample_size(logw)), **{k: ss[j][k] for k in ("logp_rationale", "logq_rationale", "logp_answer")}))
+    return traces
+
 # %% ../nbs/05_samplers.ipynb #c56cfcb5
-SAMPLERS = {"rejection": rejection_sample, "star": star_sample, "pps": prompt_posterior_sample}
+SAMPLERS = {"rejection": rejection_sample, "star": star_sample, "pps": prompt_posterior_sample, "pps_iw": importance_weighted_pps}
 
 def get_sampler(name: str):
     "The sampler function called `name`, one of `SAMPLERS`."
@@ -145,6 +186,8 @@ def get_sampler(name: str):
     return SAMPLERS[name]
 
 # %% ../nbs/05_samplers.ipynb #de3e57b5
+def _mean(xs): return sum(xs) / len(xs) if xs else None
+
 def sampler_stats(traces: list[Trace]) -> dict:
     "Acceptance, cost and hint use of a list of traces."
     n, acc = len(traces), [t for t in traces if t.accepted]
@@ -156,4 +199,16 @@ def sampler_stats(traces: list[Trace]) -> dict:
                 tokens_per_accepted=tokens / len(acc) if acc else None,
                 mean_rationale_tokens=sum(t.rationale_tokens for t in acc) / len(acc) if acc else None,
                 hinted_fraction=sum(t.hinted for t in acc) / len(acc) if acc else 0.0,
-                restated_hint_count=sum(t.restates_hint for t in traces))
+                restated_hint_count=sum(t.restates_hint for t in traces),
+                hint_leakage=_mean([t.logq_rationale - t.logp_rationale for t in acc if t.hinted and t.logp_rationale is not None]),
+                mean_ess=_mean([t.ess for t in traces if t.ess is not None]))
+
+# %% ../nbs/05_samplers.ipynb #e0451c75
+def score_accepted(model, tokenizer, questions: list[MCQuestion], traces: list[Trace], batch_size: int=16) -> list[Trace]:
+    "`traces` with log π(z|x), log q(z|x,y*) and log π(y*|x,z) filled in for the accepted ones not yet scored."
+    by_id = {q.id: q for q in questions}
+    todo = [i for i, t in enumerate(traces) if t.accepted and t.logp_rationale is None]
+    scores = score_traces(model, tokenizer, [by_id[traces[i].qid] for i in todo], [traces[i].rationale for i in todo], batch_size=batch_size)
+    out = list(traces)
+    for i, s in zip(todo, scores): out[i] = replace(traces[i], **{k: s[k] for k in ("logp_rationale", "logq_rationale", "logp_answer")})
+    return out

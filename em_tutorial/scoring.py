@@ -1,4 +1,4 @@
-"""Teacher-forced log-probabilities of continuations under the distribution `generate` samples from: the densities that the posterior diagnostics and importance weights need.
+"""Teacher-forced log-probabilities of continuations under the distribution `generate` samples from; the three densities of a trace (rationale unhinted and hinted, answer after it); estimates of the EM objective log p(y* | x).
 
 Docs: https://em-tutorial.github.io/em_tutorial/scoring.html.md"""
 
@@ -6,10 +6,16 @@ Docs: https://em-tutorial.github.io/em_tutorial/scoring.html.md"""
 
 # %% ../nbs/04b_scoring.ipynb #c6da22c6
 from __future__ import annotations
+import math
 import torch
+from .core import seed_hash
+from .data import MCQuestion, ANSWER_FORMAT, answer_start, answer_stated, answer_statement, build_prompt
+from .generate import _prefill, generate
+from .lvm import effective_sample_size, log_mean_exp
 
 # %% auto #0
-__all__ = ['token_logprobs']
+__all__ = ['OPENER', 'LOG_P_FLOOR', 'token_logprobs', 'rationale_parts', 'score_traces', 'estimate_objective',
+           'summarise_objective']
 
 # %% ../nbs/04b_scoring.ipynb #58442cdc
 def _sampling_logprobs(logits: torch.Tensor,   # (K, V) logits at the positions that predict `tokens`
@@ -38,22 +44,113 @@ def token_logprobs(model,                   # a causal LM (plain or peft-wrapped
     if any(not c for c, _ in pairs): raise ValueError("A context is empty; teacher forcing needs at least one context token.")
     out = [torch.zeros(0, dtype=torch.float64) for _ in pairs]
     todo = sorted((i for i, (_, x) in enumerate(pairs) if x), key=lambda i: -sum(map(len, pairs[i])))
-    device = next(model.parameters()).device
     was_training = model.training; model.eval()
     try:
         with torch.inference_mode():
             for s in range(0, len(todo), batch_size):
                 batch = todo[s:s + batch_size]
                 seqs = [pairs[i][0] + pairs[i][1][:-1] for i in batch]        # position t predicts token t + 1
-                L, K = max(map(len, seqs)), max(len(pairs[i][1]) for i in batch)
-                ids = torch.full((len(batch), L), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(batch), L), dtype=torch.long)
-                for b, seq in enumerate(seqs): ids[b, L - len(seq):] = torch.tensor(seq); mask[b, L - len(seq):] = 1
-                pos = (mask.cumsum(-1) - 1).clamp(min=0)
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-                               logits_to_keep=K).logits[:, -K:]            # (B, K, V)
+                K = max(len(pairs[i][1]) for i in batch)
+                logits = _prefill(model, seqs, range(len(seqs)), pad_id, keep=K)[1]   # (B, K, V); a shared prefix runs once
                 for b, i in enumerate(batch):
                     cont = torch.tensor(pairs[i][1], device=logits.device)
                     out[i] = _sampling_logprobs(logits[b, K - len(cont):], cont, temperature, top_p).cpu()
     finally: model.train(was_training)
+    return out
+
+# %% ../nbs/04b_scoring.ipynb #96d1689a
+OPENER = ANSWER_FORMAT.split("{")[0].rstrip(" (")   # "The answer is": where a statement starts, shared by every choice
+
+def rationale_parts(q: MCQuestion, text: str) -> tuple[str, str, str]:
+    "(z, separator, gold statement): the rationale before `text`'s first answer statement, what separates it, and `q`'s statement."
+    s = answer_start(text)
+    z = (text if s is None else text[:s]).rstrip()
+    sep = text[len(z):s] if s is not None else (" " if z else "")
+    return z, sep, answer_statement(q)
+
+def _ids(tokenizer, text: str) -> list[int]: return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+def _after(tokenizer, context: str, ctx_ids: list[int], text: str) -> list[int]:
+    "The ids of `text` as the tokenizer splits it after `context` (whose ids are `ctx_ids`)."
+    whole = _ids(tokenizer, context + text)
+    return whole[len(ctx_ids):] if whole[:len(ctx_ids)] == ctx_ids else _ids(tokenizer, text)
+
+def score_traces(model,                        # a causal LM (plain or peft-wrapped)
+                 tokenizer,                    # its tokenizer (with a chat template)
+                 questions: list[MCQuestion],  # one question per text
+                 texts: list[str],             # completions (or rationales ending in their answer statement)
+                 proposal: tuple[float, float]|None=None,  # (T, top_p) the hinted texts were sampled with
+                 batch_size: int=16,           # rows per forward pass
+                ) -> list[dict]:
+    "Per text: log π(z|x) and log q(z|x,y*) (unhinted and hinted prompt, T 1), log π(y*|x,z); with `proposal`, log q under it."
+    if len(questions) != len(texts): raise ValueError(f"{len(questions)} questions but {len(texts)} texts: give one question per text.")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pairs, cuts, sampled = [], [], []
+    for q, text in zip(questions, texts):
+        z, sep, stmt = rationale_parts(q, text)
+        plain, hinted = build_prompt(q, tokenizer), build_prompt(q, tokenizer, hint=True)
+        p_ids, h_ids = _ids(tokenizer, plain), _ids(tokenizer, hinted)
+        z_ids = _after(tokenizer, plain, p_ids, z)
+        s_ids = _after(tokenizer, plain + z, p_ids + z_ids, sep + stmt)
+        n_open = len(_after(tokenizer, plain + z, p_ids + z_ids, sep + OPENER))
+        pairs += [(p_ids, z_ids + s_ids), (h_ids, z_ids + s_ids)]
+        cuts.append((len(z_ids), n_open)); sampled.append((h_ids, z_ids + s_ids[:n_open]))
+    lps = token_logprobs(model, pairs, batch_size=batch_size, pad_id=pad)
+    rows = []
+    for (nz, no), lp, lq in zip(cuts, lps[0::2], lps[1::2]):
+        rows.append(dict(n_rationale_tokens=nz,
+                         logp_rationale=float(lp[:nz + no].sum()),   # log π(z|x): z and the statement's opening
+                         logq_rationale=float(lq[:nz + no].sum()),   # log q(z|x,y*): the same under the hinted prompt
+                         logp_answer=float(lp[nz + no:].sum())))     # log π(y*|x,z): the rest of the gold statement
+    if proposal is not None:
+        for r, lq in zip(rows, token_logprobs(model, sampled, *proposal, batch_size=batch_size, pad_id=pad)):
+            r["logq_proposal"] = float(lq.sum())                      # log q_{T,p}(z|x,y*): the sampler's own density
+    return rows
+
+# %% ../nbs/04b_scoring.ipynb #af202e12
+LOG_P_FLOOR = -9.2103   # log 1e-4: the clip of a question's log p̂ in the averages (p̂ = 0 when no sample states y*)
+
+def estimate_objective(model,                       # a causal LM (plain or peft-wrapped)
+                       tokenizer,                   # its tokenizer (with a chat template)
+                       questions: list[MCQuestion], # held-out questions
+                       k: int=4,                    # samples per question, unhinted and hinted each
+                       max_new_tokens: int=256,     # most tokens per sample
+                       seed: int=0,                 # with the question id, fixes every sample
+                       batch_size: int|None=None,   # generation batch size (None: the backend's choice)
+                       progress: bool=False,        # progress bars
+                      ) -> list[dict]:
+    "Per question: Monte Carlo and importance-sampled estimates of log p(y*|x) from k samples each at T 1, their sample ELBOs and ESS."
+    if not (isinstance(k, int) and not isinstance(k, bool) and k >= 1): raise ValueError(f"k={k!r} must be a positive integer (samples per question).")
+    logw = {}
+    for hint in (False, True):
+        outs = generate(model, tokenizer, [build_prompt(q, tokenizer, hint=hint) for q in questions], n=k, temperature=1.0,
+                        max_new_tokens=max_new_tokens, seed=[seed_hash(seed, q.id, "objective", hint) >> 1 for q in questions],
+                        batch_size=batch_size, progress=progress, stop=answer_stated)
+        texts = [c.text for cs in outs for c in cs]
+        s = score_traces(model, tokenizer, [q for q in questions for _ in range(k)], texts)
+        lw = torch.tensor([r["logp_rationale"] + r["logp_answer"] - r["logq_rationale"] if hint else r["logp_answer"] for r in s],
+                          dtype=torch.float64)                               # hinted: π(z, y*|x) / q(z|x,y*); unhinted: π(y*|x,z)
+        logw[hint] = lw.masked_fill(~torch.tensor([answer_stated(t) for t in texts]), -float("inf")).view(len(questions), k)
+    rows = []
+    for i, q in enumerate(questions):
+        row = dict(qid=q.id, k=k)
+        for name, lw in (("mc", logw[False][i]), ("is", logw[True][i])):
+            ok = lw.isfinite()
+            row.update({f"{name}_logp": float(log_mean_exp(lw)), f"{name}_stated": int(ok.sum()),
+                        f"{name}_elbo": float(lw[ok].mean()) if ok.any() else None,
+                        f"{name}_ess": float(effective_sample_size(lw)) if ok.any() else 0.0})
+        rows.append(row)
+    return rows
+
+def summarise_objective(rows: list[dict]) -> dict:
+    "Averages over questions of `estimate_objective`'s rows: mean p̂, mean clipped log p̂, ELBO over answered samples, ESS."
+    if not rows: return {}
+    out = dict(n=len(rows), k=rows[0]["k"], log_p_floor=LOG_P_FLOOR)
+    for m in ("mc", "is"):
+        lps = [r[f"{m}_logp"] for r in rows]
+        elbos = [(r[f"{m}_elbo"], r[f"{m}_stated"]) for r in rows if r[f"{m}_elbo"] is not None]
+        out.update({f"{m}_p": sum(map(math.exp, lps)) / len(rows), f"{m}_logp": sum(max(x, LOG_P_FLOOR) for x in lps) / len(rows),
+                    f"{m}_elbo": sum(e*n for e, n in elbos) / sum(n for _, n in elbos) if elbos else None,
+                    f"{m}_stated": sum(r[f"{m}_stated"] for r in rows) / (len(rows)*rows[0]["k"]),
+                    f"{m}_ess": sum(r[f"{m}_ess"] for r in rows) / len(rows)})
     return out
