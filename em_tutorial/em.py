@@ -63,6 +63,8 @@ class EMConfig:
 
     def __post_init__(self): _check_config(self)
     def to_dict(self) -> dict: return asdict(self)
+    @classmethod
+    def defaults(cls) -> dict: return asdict(cls())
 
     @classmethod
     def from_dict(cls, d: dict) -> "EMConfig":
@@ -266,7 +268,7 @@ def run_em(config: EMConfig,        # the run's configuration (or a dict of its 
     train_qs = load_questions(config.dataset, "train", config.source, n=config.n_train, seed=config.seed)  # the data
     eval_qs = load_questions(config.dataset, config.eval_split, config.source, n=config.n_eval, seed=config.seed)
     with RunLock(run_dir) if is_main_process() else nullcontext():   # one writer per folder
-        if is_main_process(): prepare_run_dir(config.to_dict(), run_dir, overwrite)
+        if is_main_process(): prepare_run_dir(config.to_dict(), run_dir, overwrite, EMConfig.defaults())
         barrier()
         policy = _Policy(config, progress)
         log = (lambda msg: print(msg, flush=True)) if (progress and is_main_process()) else (lambda msg: None)

@@ -44,7 +44,7 @@ def compare(out_dir,                                   # folder holding one run 
         run_dir = out_dir/s
         if progress: print(f"== {SAMPLER_NAMES.get(s, s)}: {run_dir}", flush=True)
         with RunLock(run_dir):
-            prepare_run_dir(cfg.to_dict(), run_dir, overwrite)
+            prepare_run_dir(cfg.to_dict(), run_dir, overwrite, EMConfig.defaults())
             base = round_dir(run_dir, 0)
             if first is not None and not step_done(base, "evaluated") and step_done(round_dir(first, 0), "evaluated"):
                 shutil.copytree(round_dir(first, 0), base, dirs_exist_ok=True)   # the shared base-model evaluation

@@ -58,7 +58,9 @@ def kill_callback(point: str):
     return KillAfterStep()
 
 # %% ../nbs/08_runs.ipynb #0cb6f70b
-def _diff_keys(a: dict, b: dict) -> list[str]:
+def _diff_keys(a: dict, b: dict, defaults: dict|None=None) -> list[str]:
+    "Keys whose values differ; a key missing from `a` (a folder written before the field existed) counts as its default."
+    a = {**(defaults or {}), **a}
     return sorted(k for k in set(a) | set(b) if a.get(k, "<missing>") != b.get(k, "<missing>"))
 
 def _git_commit() -> str | None:
@@ -83,6 +85,7 @@ def _contents(run_dir: Path) -> list[Path]:
 def prepare_run_dir(config: dict,            # the run's config as a dict (`EMConfig.to_dict()`)
                     run_dir,                 # the run folder
                     overwrite: bool = False, # wipe a folder that holds another run
+                    defaults: dict|None = None, # the config fields' defaults: a field added since the folder was written takes its default
                    ) -> Path:
     "Create `run_dir` (config.json, manifest.json), or check that it holds a run of the same config."
     run_dir, cfg_file, manifest = Path(run_dir), Path(run_dir)/CONFIG_FILE, Path(run_dir)/MANIFEST_FILE
@@ -91,7 +94,7 @@ def prepare_run_dir(config: dict,            # the run's config as a dict (`EMCo
             for p in _contents(run_dir): shutil.rmtree(p) if p.is_dir() else p.unlink()
         elif not cfg_file.exists():
             raise ValueError(f"{run_dir} is not empty and holds no config.json; pick another run_dir or pass overwrite=True to wipe it.")
-        elif diff := _diff_keys(json.loads(cfg_file.read_text()), config):
+        elif diff := _diff_keys(json.loads(cfg_file.read_text()), config, defaults):
             raise ValueError(f"{run_dir} holds a run with a different config (differing keys: {', '.join(diff)}); "
                              f"use the same config to resume, another run_dir, or overwrite=True to start again.")
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -161,3 +161,30 @@ def test_folder_written_by_the_old_code_resumes(tmp_path):
     assert all(p.read_bytes() == b for p, b in done.items())                # finished rounds are not redone
     assert (run/"round_2"/"evaluated.done").exists()
     assert "acceptance_rate" in (run/"metrics.csv").read_text().splitlines()[0].split(",")
+
+
+PPS_IW = ("import sys\nfrom em_tutorial.em import EMConfig, run_em\n"
+          "run_em(EMConfig(model='tiny-llama', sampler='pps_iw', rounds=1, n_train=4, n_eval=2, budget=3, max_new_tokens=10, "
+          "chunk_size=2, objective_k=2, objective_n=2, seed=5), sys.argv[1], progress=False)\n")
+
+
+def test_pps_iw_and_the_objective_resume(tmp_path):
+    "PPS-IW's traces (with their weights' ESS) and the objective estimate come out the same after a kill mid-sampling and mid-evaluation."
+    def run(folder, kill_at=None):
+        script = tmp_path/"iw.py"; script.write_text(PPS_IW)
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+        env.pop("EM_TUTORIAL_KILL_AT", None)
+        if kill_at: env["EM_TUTORIAL_KILL_AT"] = kill_at
+        p = subprocess.run([sys.executable, str(script), str(folder)], env=env, capture_output=True, text=True, timeout=300)
+        return p.returncode, p.stdout + p.stderr
+    assert run(tmp_path/"ref")[0] == 0
+    for kill_at in ("round1.chunk0", "round1.eval"):
+        folder = tmp_path/kill_at
+        rc, out = run(folder, kill_at)
+        assert rc == 137, out
+        rc, out = run(folder)
+        assert rc == 0, out
+        for name in ("traces.jsonl", "objective.jsonl"):
+            assert (folder/"round_1"/name).read_text() == (tmp_path/"ref"/"round_1"/name).read_text(), (kill_at, name)
+    traces = [json.loads(l) for l in (tmp_path/"ref"/"round_1"/"traces.jsonl").read_text().splitlines()]
+    assert len(traces) == 4 and all(t["hinted"] and t["tries"] == 3 and t["ess"] is not None for t in traces)

@@ -1,4 +1,4 @@
-"Accounting of the three samplers with a canned-text generator, and determinism with a tiny random model."
+"Accounting of the samplers with a canned-text generator, and determinism with a tiny random model."
 import json
 import pytest, torch
 
@@ -93,7 +93,7 @@ def test_pps_is_always_hinted(tok, monkeypatch):
     s = sampler_stats(tr)
     assert s == dict(n_questions=2, acceptance_rate=0.5, mean_tries=1.0, tokens=tr[0].tokens + tr[1].tokens,
                      tokens_per_accepted=float(tr[0].tokens + tr[1].tokens), mean_rationale_tokens=float(tr[0].rationale_tokens),
-                     hinted_fraction=1.0, restated_hint_count=1)
+                     hinted_fraction=1.0, restated_hint_count=1, hint_leakage=None, mean_ess=None)
 
 
 def test_stats_with_nothing_accepted():
@@ -117,7 +117,7 @@ def test_restates_hint():
 
 
 def test_interface_errors(tok):
-    assert set(SAMPLERS) == {"rejection", "star", "pps"} and get_sampler("pps") is prompt_posterior_sample
+    assert set(SAMPLERS) == {"rejection", "star", "pps", "pps_iw"} and get_sampler("pps") is prompt_posterior_sample
     with pytest.raises(ValueError, match="choose one of: rejection, star, pps"): get_sampler("grpo")
     with pytest.raises(TypeError, match="unexpected keyword argument 'temprature'"): star_sample(None, tok, [Q(0)], temprature=1.0)
     with pytest.raises(ValueError, match="budget"): rejection_sample(None, tok, [Q(0)], budget=0)
@@ -137,3 +137,37 @@ def test_real_generation_is_a_pure_function_of_the_seed():
         assert sampler(model, tok, qs[2:3], **kw) == a[2:3]
     p1 = prompt_posterior_sample(model, tok, qs, **{**kw, "seed": 4})
     assert [t.rationale for t in p1] != [t.rationale for t in prompt_posterior_sample(model, tok, qs, **kw)]
+
+
+def test_pps_iw_weights_on_a_uniform_model(monkeypatch):
+    "Every logit 0: every token has probability 1/V under any prompt, so the importance weights are known in closed form."
+    model, tok = tiny_model("llama")
+    with torch.no_grad(): model.lm_head.weight.zero_()          # tied to the embeddings: all hidden states and logits are 0
+    texts = ["Because five. The answer is (B).", "It is so. The answer is (C).",
+             "The hint says (B). The answer is (B).", "no answer stated here"]
+    monkeypatch.setattr(S, "generate", lambda model, tok, prompts, n=1, **kw: [[Completion(t, len(t.split())) for t in texts[:n]] for _ in prompts])
+    q = Q(0)
+    [t] = S.importance_weighted_pps(model, tok, [q], budget=4, top_p=1.0)
+    # log w = log pi(z|x) + log pi(y*|x,z) - log q(z|x,y*) = -(tokens of the gold answer's rest) log V, the same for the
+    # two usable samples (the second stated (C): its rationale is still weighted, with the gold statement after it);
+    # the restatement and the sample with no statement get weight 0
+    assert t.accepted and t.correct and t.answer == "B" and t.ess == pytest.approx(2.0)
+    assert t.rationale in ("Because five. The answer is (B).", "It is so. The answer is (B).")
+    assert t.logp_rationale == pytest.approx(t.logq_rationale)  # no leakage on a model that ignores its prompt
+    [t3] = S.importance_weighted_pps(model, tok, [q], budget=4, top_p=1.0, drop_restated=False)
+    assert t3.ess == pytest.approx(3.0)
+    monkeypatch.setattr(S, "generate", lambda model, tok, prompts, n=1, **kw: [[Completion("nothing", 1)] * n for _ in prompts])
+    [none] = S.importance_weighted_pps(model, tok, [q], budget=2, top_p=1.0)
+    assert not none.accepted and none.ess == 0.0
+    with pytest.raises(ValueError, match="budget=0 must be a positive integer"): S.importance_weighted_pps(model, tok, [q], budget=0)
+
+
+def test_pps_iw_resamples_by_weight():
+    "Among the K samples, the kept one is drawn with the normalised weights: over many seeds, the frequencies follow them."
+    from collections import Counter
+    import em_tutorial.samplers as S2
+    w = torch.tensor([0.0, -1.0, -2.0]).double()
+    p = (w - w.logsumexp(0)).exp().tolist()
+    import random
+    counts = Counter(random.Random(S2.question_seed(s, "q", True, 3)).choices(range(3), weights=p)[0] for s in range(4000))
+    for j in range(3): assert abs(counts[j] / 4000 - p[j]) < 0.03

@@ -3,7 +3,8 @@ import pytest, torch
 
 from em_tutorial.generate import generate
 from em_tutorial.models import tiny_model
-from em_tutorial.scoring import token_logprobs
+from em_tutorial.data import build_prompt, make_question
+from em_tutorial.scoring import token_logprobs, score_traces, rationale_parts, summarise_objective, LOG_P_FLOOR
 
 torch.set_num_threads(1)
 
@@ -56,3 +57,43 @@ def test_token_logprobs_rejects_greedy(tiny):
     model, _ = tiny
     with pytest.raises(ValueError, match="greedy decoding has no density"): token_logprobs(model, [([1], [2])], temperature=0)
     with pytest.raises(ValueError, match="context is empty"): token_logprobs(model, [([], [2])])
+
+
+def test_score_traces_match_reference(tiny):
+    "The three densities of a trace, against token-by-token references on the unhinted and hinted prompts."
+    model, tok = tiny
+    q = make_question("q0", "What is 2 + 3?", "ABCD", ["4", "5", "6", "7"], "B", "arc_easy", "train")
+    text = "two plus three is five. The answer is (B)."
+    [s] = score_traces(model, tok, [q], [text], proposal=(0.7, 0.9))
+    z, sep, stmt = rationale_parts(q, text)
+    assert (z, sep, stmt) == ("two plus three is five.", " ", "The answer is (B).")
+    ids = lambda t: tok(t, add_special_tokens=False)["input_ids"]
+    plain, hinted = build_prompt(q, tok), build_prompt(q, tok, hint=True)
+    whole = ids(plain + z + sep + stmt)
+    P, O = len(ids(plain)), len(ids(plain + z + sep + "The answer is"))
+    assert whole[:P] == ids(plain) and whole[:O] == ids(plain + z + sep + "The answer is")
+    ref = _reference_logprobs(model, whole[:P], whole[P:], 1.0, 1.0)
+    assert s["logp_rationale"] == pytest.approx(float(ref[:O - P].sum()), abs=1e-4)
+    assert s["logp_answer"] == pytest.approx(float(ref[O - P:].sum()), abs=1e-4)
+    h = ids(hinted)
+    assert s["logq_rationale"] == pytest.approx(float(_reference_logprobs(model, h, whole[P:O], 1.0, 1.0).sum()), abs=1e-4)
+    assert s["logq_proposal"] == pytest.approx(float(_reference_logprobs(model, h, whole[P:O], 0.7, 0.9).sum()), abs=1e-4)
+    with pytest.raises(ValueError, match="one question per text"): score_traces(model, tok, [q], [text, text])
+
+
+def test_rationale_parts_without_a_statement():
+    q = make_question("q0", "Q?", "ABCD", ["a", "b", "c", "d"], "C", "arc_easy", "train")
+    assert rationale_parts(q, "I am not sure ") == ("I am not sure", " ", "The answer is (C).")
+    assert rationale_parts(q, "The answer is (A).") == ("", "", "The answer is (C).")
+
+
+def test_summarise_objective_by_hand():
+    import math
+    rows = [dict(qid="a", k=2, mc_logp=math.log(0.5), mc_stated=2, mc_elbo=-1.0, mc_ess=2.0, is_logp=math.log(0.25), is_stated=2, is_elbo=-2.0, is_ess=1.0),
+            dict(qid="b", k=2, mc_logp=-math.inf, mc_stated=0, mc_elbo=None, mc_ess=0.0, is_logp=math.log(0.75), is_stated=1, is_elbo=-0.5, is_ess=1.0)]
+    s = summarise_objective(rows)
+    assert s["mc_p"] == pytest.approx(0.25) and s["is_p"] == pytest.approx(0.5)
+    assert s["mc_logp"] == pytest.approx((math.log(0.5) + LOG_P_FLOOR) / 2)          # the p-hat = 0 question clipped
+    assert s["mc_elbo"] == pytest.approx(-1.0) and s["is_elbo"] == pytest.approx((-2.0 * 2 - 0.5) / 3)
+    assert s["mc_stated"] == pytest.approx(0.5) and s["is_stated"] == pytest.approx(0.75)
+    assert summarise_objective([]) == {}
