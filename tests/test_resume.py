@@ -51,12 +51,25 @@ def reference(tmp_path_factory):
     return {**_state(tmp/"run"), "tmp": tmp, "run": tmp/"run"}
 
 
+def _same(got, want, where="") -> None:
+    "Equal, except floats only to 1e-6: log-probabilities are computed in padded batches, whose make-up a resume changes."
+    if isinstance(want, float) and isinstance(got, float):
+        assert got == pytest.approx(want, rel=1e-6, abs=1e-6), where
+    elif isinstance(want, dict) and isinstance(got, dict):
+        assert got.keys() == want.keys(), where
+        for k in want: _same(got[k], want[k], f"{where}.{k}")
+    elif isinstance(want, list) and isinstance(got, list):
+        assert len(got) == len(want), where
+        for i, (g, w) in enumerate(zip(got, want)): _same(g, w, f"{where}[{i}]")
+    else: assert got == want, where
+
+
 def _check_same(run_dir, reference):
     state = _state(run_dir)
     for k in (1, 2):
         qids = [r["qid"] for r in state[f"traces{k}"]]
         assert len(qids) == len(set(qids)) == 6, qids                    # nothing duplicated, nothing lost
-        assert state[f"traces{k}"] == reference[f"traces{k}"]
+        _same(state[f"traces{k}"], reference[f"traces{k}"], f"traces{k}")
         assert state[f"adapter{k}"] == reference[f"adapter{k}"]
         assert state[f"acc{k}"] == reference[f"acc{k}"]
     assert (run_dir/"metrics.csv").read_text().count("\n") == 4          # header + rounds 0, 1, 2
@@ -185,6 +198,7 @@ def test_pps_iw_and_the_objective_resume(tmp_path):
         rc, out = run(folder)
         assert rc == 0, out
         for name in ("traces.jsonl", "objective.jsonl"):
-            assert (folder/"round_1"/name).read_text() == (tmp_path/"ref"/"round_1"/name).read_text(), (kill_at, name)
+            rows = lambda f: [json.loads(l) for l in (f/"round_1"/name).read_text().splitlines()]
+            _same(rows(folder), rows(tmp_path/"ref"), f"{kill_at}/{name}")
     traces = [json.loads(l) for l in (tmp_path/"ref"/"round_1"/"traces.jsonl").read_text().splitlines()]
     assert len(traces) == 4 and all(t["hinted"] and t["tries"] == 3 and t["ess"] is not None for t in traces)
