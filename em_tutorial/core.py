@@ -11,7 +11,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['threads_for_test', 'installed', 'cache_dir', 'atomic_write_text', 'atomic_write_json', 'append_jsonl', 'read_jsonl',
-           'repair_jsonl', 'seed_hash', 'file_sha256', 'rank', 'world_size', 'local_rank', 'is_main_process', 'barrier']
+           'repair_jsonl', 'seed_hash', 'file_sha256', 'mermaid_for_quarto', 'rank', 'world_size', 'local_rank',
+           'is_main_process', 'barrier']
 
 # %% ../nbs/01_core.ipynb #d0a4cf2d
 def threads_for_test():
@@ -101,6 +102,12 @@ def file_sha256(path) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
     return h.hexdigest()
+
+# %% ../nbs/01_core.ipynb #0c6b8f56
+def mermaid_for_quarto(cell) -> None:
+    "nbdev docs processor: turn a markdown cell's ```mermaid fences into Quarto's ```{mermaid}."
+    if cell.get("cell_type") == "markdown" and "```mermaid" in cell.get("source", ""):
+        cell["source"] = cell["source"].replace("```mermaid", "```{mermaid}")
 
 # %% ../nbs/01_core.ipynb #9812dc37
 def rank() -> int:

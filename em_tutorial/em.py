@@ -65,6 +65,11 @@ class EMConfig:
     def to_dict(self) -> dict: return asdict(self)
     @classmethod
     def defaults(cls) -> dict: return asdict(cls())
+    def _repr_markdown_(self) -> str:
+        "The fields that differ from the defaults (what makes this run this run)."
+        base = self.defaults()
+        changed = [f"`{k}` {v!r}" for k, v in self.to_dict().items() if v != base[k]]
+        return "**EMConfig**, defaults except: " + " · ".join(changed) if changed else "**EMConfig**, all defaults"
 
     @classmethod
     def from_dict(cls, d: dict) -> "EMConfig":

@@ -19,8 +19,9 @@ from .lvm import effective_sample_size
 from .scoring import rationale_parts, score_traces
 
 # %% auto #0
-__all__ = ['SAMPLERS', 'Trace', 'restates_hint', 'question_seed', 'make_trace', 'rejection_sample', 'star_sample',
-           'prompt_posterior_sample', 'importance_weighted_pps', 'get_sampler', 'sampler_stats', 'score_accepted']
+__all__ = ['TRACE_COLUMNS', 'SAMPLERS', 'Trace', 'TraceTable', 'restates_hint', 'question_seed', 'make_trace', 'rejection_sample',
+           'star_sample', 'prompt_posterior_sample', 'importance_weighted_pps', 'get_sampler', 'sampler_stats',
+           'score_accepted']
 
 # %% ../nbs/05_samplers.ipynb #d3fd80d8
 @dataclass
@@ -49,6 +50,40 @@ class Trace:
     def from_dict(cls, d: dict) -> "Trace":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+    def _repr_markdown_(self) -> str:
+        "The verdict, the cost, the scores when present, then the rationale."
+        s = (f"**{self.qid}** · {'hinted' if self.hinted else 'plain'} prompt · {'**accepted**' if self.accepted else 'not accepted'}"
+             f" · answer {self.answer or 'unreadable'} ({'correct' if self.correct else 'wrong'}) · {self.tries} tries, {self.tokens} tokens")
+        if self.restates_hint: s += " · restates the hint"
+        if self.logp_rationale is not None:
+            s += (f"\n\nlog π(z|x) {self.logp_rationale:.2f} · log q(z|x,y\\*) {self.logq_rationale:.2f} · "
+                  f"log π(y\\*|x,z) {self.logp_answer:.2f}")
+        if self.ess is not None: s += f" · ESS {self.ess:.2f}"
+        return s + "\n\n> " + (self.rationale.strip().replace("\n", "\n> ") or "*(empty)*")
+
+# %% ../nbs/05_samplers.ipynb #ede8ee72
+TRACE_COLUMNS = ("qid", "hinted", "answer", "correct", "accepted", "tries", "tokens", "rationale")
+
+def _trace_cell(t: Trace, column: str, width: int) -> str:
+    v = (None if t.logq_rationale is None else t.logq_rationale - t.logp_rationale) if column == "leakage" else getattr(t, column)
+    if v is None: return "–"
+    if isinstance(v, bool): return "✓" if v else "·"
+    if isinstance(v, float): return f"{v:.2f}"
+    s = str(v).strip().replace("\n", " ").replace("|", "\\|")
+    return s if len(s) <= width else s[:width - 1] + "…"
+
+@dataclass
+class TraceTable:
+    "Traces as a markdown table, which Jupyter renders; `columns` are `Trace` fields or 'leakage' (log q(z|x,y*) − log π(z|x))."
+    traces: list
+    columns: tuple = TRACE_COLUMNS
+    width: int = 60          # characters of text shown per cell
+    def _repr_markdown_(self) -> str:
+        bad = [c for c in self.columns if c != "leakage" and c not in {f.name for f in fields(Trace)}]
+        if bad: raise ValueError(f"Unknown trace column(s) {bad}; use Trace fields or 'leakage'.")
+        rows = ["| " + " | ".join(_trace_cell(t, c, self.width) for c in self.columns) + " |" for t in self.traces]
+        return "\n".join(["| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns), *rows])
 
 # %% ../nbs/05_samplers.ipynb #a8017bef
 _RESTATE_ANYWHERE = re.compile(

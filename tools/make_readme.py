@@ -9,7 +9,7 @@ from pathlib import Path
 root = Path(__file__).resolve().parent.parent
 
 def render(nb_path=root/"nbs"/"index.ipynb") -> str:
-    "Markdown cells verbatim; code cells (not hidden) as Python blocks followed by their text output."
+    "Markdown cells verbatim; code cells (not hidden) as Python blocks followed by their text output (plots left out)."
     nb = json.loads(nb_path.read_text())
     parts = []
     for c in nb["cells"]:
@@ -20,7 +20,8 @@ def render(nb_path=root/"nbs"/"index.ipynb") -> str:
             continue
         src = "\n".join(l for l in src.splitlines() if not l.startswith("#|"))
         parts.append(f"```python\n{src}\n```")
-        out = "".join("".join(o.get("text", "")) or "".join(o.get("data", {}).get("text/plain", "")) for o in c.get("outputs", []))
+        out = "".join("".join(o.get("text", "")) or "".join(o.get("data", {}).get("text/plain", "")) for o in c.get("outputs", [])
+                      if "image/png" not in o.get("data", {}))            # a plot's "<Figure ...>" text says nothing
         if out.strip(): parts.append("    " + out.rstrip().replace("\n", "\n    "))
     return "<!-- Generated from nbs/index.ipynb by tools/make_readme.py: edit the notebook, not this file. -->\n\n" + "\n\n".join(parts) + "\n"
 
