@@ -7,17 +7,18 @@ Docs: https://em-tutorial.github.io/em_tutorial/data.html.md"""
 # %% ../nbs/02_data.ipynb #f046a585
 from __future__ import annotations
 import csv, hashlib, json, os, random, re
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 from typing import NamedTuple
 from .arithmetic import is_arithmetic, arithmetic_difficulty, arithmetic_problems
 
 # %% auto #0
-__all__ = ['LETTERS', 'DATASETS', 'SPLITS', 'HUB_IDS', 'MMLU_SUBJECTS', 'SAMPLE_DIR', 'SAMPLE_SIZES', 'ANSWER_FORMAT',
-           'VALUE_FORMAT', 'MCQuestion', 'make_question', 'check_dataset', 'split_names', 'check_split',
-           'check_subjects', 'read_local', 'release_dir', 'make_sample', 'read_hub', 'load_questions',
-           'answer_statement', 'question_text', 'user_prompt', 'example_turns', 'build_prompt', 'format_target',
-           'answer_stated', 'answer_start', 'truncate_after_answer', 'ParsedAnswer', 'parse_answer', 'grade']
+__all__ = ['LETTERS', 'DATASETS', 'SPLITS', 'HUB_IDS', 'INSTRUCTIONS', 'MMLU_SUBJECTS', 'SAMPLE_DIR', 'SAMPLE_SIZES',
+           'ANSWER_FORMAT', 'VALUE_FORMAT', 'MCQuestion', 'make_question', 'check_dataset', 'check_instruction',
+           'split_names', 'check_split', 'check_subjects', 'read_local', 'release_dir', 'make_sample', 'read_hub',
+           'load_questions', 'answer_statement', 'question_text', 'user_prompt', 'example_turns', 'build_prompt',
+           'format_target', 'answer_stated', 'answer_start', 'truncate_after_answer', 'ParsedAnswer', 'parse_answer',
+           'grade']
 
 # %% ../nbs/02_data.ipynb #fbf22eba
 LETTERS = "ABCDEFGHIJ"
@@ -34,6 +35,7 @@ class MCQuestion:
     split: str          # the split it was loaded from
     subject: str|None = None  # MMLU subject
     fact: str|None = None     # OpenBookQA's gold supporting fact; arithmetic's worked solution
+    instruction: str = "step" # how the prompt asks for the reasoning: one of `INSTRUCTIONS`
 
     @property
     def answer_text(self) -> str:
@@ -74,6 +76,16 @@ def check_dataset(dataset: str) -> str:
         raise ValueError(f"Unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)} "
                          "(arithmetic also as e.g. 'arithmetic-2step-1digit-mixed').")
     return dataset
+
+INSTRUCTIONS = ("step", "brief")   # "think step by step"; the same in at most three short sentences (for long-winded models)
+
+def check_instruction(instruction: str, dataset: str) -> str:
+    "Return `instruction` if it is one of `INSTRUCTIONS` and applies to `dataset`, else raise one sentence."
+    if instruction not in INSTRUCTIONS:
+        raise ValueError(f"Unknown instruction {instruction!r}; choose one of: {', '.join(INSTRUCTIONS)}.")
+    if instruction != "step" and is_arithmetic(dataset):
+        raise ValueError("instruction='brief' is for the multiple-choice datasets; arithmetic prompts open with a short worked example instead.")
+    return instruction
 
 def split_names(dataset: str) -> tuple:
     "The split names a dataset reports: MMLU's are dev/validation/test, the others' train/validation/test."
@@ -240,9 +252,11 @@ def load_questions(dataset: str="arc_easy", # one of `DATASETS`
                    subjects=None,           # MMLU subjects (list or comma-separated); None for all
                    n: int|None=None,        # keep a seeded random subset of this size
                    seed: int=0,             # seed for the subset
+                   instruction: str="step", # how the prompts ask for the reasoning: one of `INSTRUCTIONS`
                   ) -> list[MCQuestion]:
     "Load multiple-choice questions from the bundled sample, the Hub, or a local folder of release files."
     dataset = check_dataset(dataset); split = check_split(dataset, split); check_subjects(subjects)
+    check_instruction(instruction, dataset)
     if is_arithmetic(dataset):
         qs = [make_question(p["id"], p["stem"], "ABCD", p["choices"], p["answer"], dataset, split, fact=p["fact"])
               for p in arithmetic_problems(split, **arithmetic_difficulty(dataset), name=dataset)]
@@ -254,7 +268,7 @@ def load_questions(dataset: str="arc_easy", # one of `DATASETS`
     if n is not None:
         if n < 1: raise ValueError(f"n must be a positive number of questions, got {n}.")
         qs = [qs[i] for i in sorted(random.Random(seed).sample(range(len(qs)), min(n, len(qs))))]
-    return qs
+    return qs if instruction == "step" else [replace(q, instruction=instruction) for q in qs]
 
 # %% ../nbs/02_data.ipynb #be7df7af
 ANSWER_FORMAT = "The answer is ({label})."
@@ -268,6 +282,10 @@ def question_text(q: MCQuestion) -> str:
     "The stem followed by one line per lettered choice."
     return q.question + "\n\n" + "\n".join(f"{l}) {c}" for l, c in zip(q.labels, q.choices))
 
+_REASON = {"step": ("Think step by step", "Explain step by step why this answer is correct"),
+           "brief": ("Think step by step in at most three short sentences",
+                     "Explain in at most three short sentences why this answer is correct")}
+
 def user_prompt(q: MCQuestion, hint: bool=False) -> str:
     "The user message: the question, plus the correct answer when `hint` is set."
     text = question_text(q) + "\n\n"
@@ -275,11 +293,12 @@ def user_prompt(q: MCQuestion, hint: bool=False) -> str:
         if hint: return text + (f"The correct answer is {q.answer_text}. Explain step by step how to get it, "
                                 f"then finish with \"{answer_statement(q)}\"")
         return text + f"Think step by step, then finish with \"{VALUE_FORMAT.format(text='N')}\" where N is the number."
+    reason, explain = _REASON[q.instruction]
     if hint:
-        text += (f"The correct answer is ({q.answer}) {q.answer_text}. Explain step by step why this answer is correct, "
+        text += (f"The correct answer is ({q.answer}) {q.answer_text}. {explain}, "
                  f"as if you had worked it out yourself, then finish with \"{answer_statement(q)}\"")
     else:
-        text += f"Think step by step, then finish with \"{ANSWER_FORMAT.format(label='X')}\" where X is the letter of the correct choice."
+        text += f"{reason}, then finish with \"{ANSWER_FORMAT.format(label='X')}\" where X is the letter of the correct choice."
     return text
 
 # %% ../nbs/02_data.ipynb #f03e4c72

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .core import (append_jsonl, atomic_write_text, read_jsonl, repair_jsonl, seed_hash, rank, world_size,
                               local_rank, is_main_process, barrier)
-from .data import load_questions, check_dataset, check_split
+from .data import load_questions, check_dataset, check_split, check_instruction
 from .models import QUANTIZE, TINY_MODELS, check_model, load_model, add_lora
 from .generate import Completion
 from .samplers import SAMPLERS, Trace, get_sampler, sampler_stats, score_accepted
@@ -44,6 +44,7 @@ class EMConfig:
     temperature: float = 0.7          # E-step sampling temperature
     top_p: float = 0.95               # E-step nucleus mass
     max_new_tokens: int = 256         # rationale length cap (sampling and evaluation)
+    instruction: str = "step"         # how the prompts ask for reasoning: step, or brief (at most three short sentences)
     lora_r: int = 16                  # LoRA rank
     lora_alpha: float = 32            # LoRA scale numerator (update × alpha / r)
     lora_dropout: float = 0.05        # LoRA dropout
@@ -89,7 +90,7 @@ def _one_of(name: str, value, valid) -> None:
 def _check_config(c: EMConfig) -> None:
     "Check every field of `c`, raising one sentence that names the field and its valid values."
     _one_of("sampler", c.sampler, tuple(SAMPLERS)); check_dataset(c.dataset); _one_of("quantize", c.quantize, QUANTIZE)
-    _one_of("scheduler", c.scheduler, SCHEDULERS)
+    _one_of("scheduler", c.scheduler, SCHEDULERS); check_instruction(c.instruction, c.dataset)
     c.eval_split = check_split(c.dataset, c.eval_split)
     if not isinstance(c.model, str) or not c.model: raise ValueError("model must be a non-empty string: 'smollm2', a GGUF file, a local folder or a Hub id.")
     if c.model.startswith("tiny-"): _one_of("model", c.model, TINY_MODELS)
@@ -270,8 +271,9 @@ def run_em(config: EMConfig,        # the run's configuration (or a dict of its 
     config = config if isinstance(config, EMConfig) else EMConfig.from_dict(config)
     run_dir = Path(run_dir)
     check_model(config.model)                                  # fail before writing anything: the model,
-    train_qs = load_questions(config.dataset, "train", config.source, n=config.n_train, seed=config.seed)  # the data
-    eval_qs = load_questions(config.dataset, config.eval_split, config.source, n=config.n_eval, seed=config.seed)
+    train_qs = load_questions(config.dataset, "train", config.source, n=config.n_train, seed=config.seed, instruction=config.instruction)  # the data
+    eval_qs = load_questions(config.dataset, config.eval_split, config.source, n=config.n_eval, seed=config.seed,
+                             instruction=config.instruction)
     with RunLock(run_dir) if is_main_process() else nullcontext():   # one writer per folder
         if is_main_process(): prepare_run_dir(config.to_dict(), run_dir, overwrite, EMConfig.defaults())
         barrier()
@@ -313,7 +315,8 @@ def evaluate_run(run_dir,                    # a run folder: config.json and rou
         raise ValueError(f"Round {round} of {run_dir} is not finished (it needs round_{round}/evaluated.done and adapter/); "
                          f"finished rounds: {rounds or 'none'}.")
     questions = load_questions(config.get("dataset", "arc_easy"), split or config.get("eval_split", "validation"),
-                               source=source if source is not None else config.get("source"), n=n, seed=seed)
+                               source=source if source is not None else config.get("source"), n=n, seed=seed,
+                               instruction=config.get("instruction", "step"))
     name = str(config.get("model", "smollm2"))
     model, tok = load_model(name, adapter=round_dir(run_dir, round)/ADAPTER_DIR if round else None,
                             **{"quantize": config.get("quantize", "none"), **(model_kwargs or {})})
