@@ -99,12 +99,19 @@ def backend(model, tok, prompts, args, **kw):
     return [(c[0].text, c[0].n_tokens) for c in res], time.perf_counter() - t0
 
 def _linears(model) -> list:
-    "The weight matrices a token goes through: every linear layer of the base model (LoRA factors excluded), the output layer last."
+    """The weight matrices a token goes through: every linear layer of the base model (LoRA factors excluded), the output
+    layer last. 4-bit (NF4) weights are de-quantised, so a 4-bit run's roofline is the matmul rate on the same matrices
+    unquantised: an upper bound for NF4 matmuls (a packed uint8 weight has neither the shape nor a dtype to draw from)."""
+    from em_tutorial.models import is_4bit
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     head = base.get_output_embeddings()
-    body = [m.weight for name, m in base.named_modules()
+    def weight(m):
+        if not is_4bit(m): return m.weight
+        from bitsandbytes.functional import dequantize_4bit
+        return dequantize_4bit(m.weight.data, m.weight.quant_state)
+    body = [weight(m) for name, m in base.named_modules()
             if isinstance(m, torch.nn.Linear) and "lora_" not in name and m is not head]
-    return body + [head.weight]
+    return body + [weight(head)]
 
 def matmul_rate(model, rows=(64, 128, 256, 512, 1024), repeats=3) -> dict:
     "Achievable FLOP/s: one pass of `rows` random activations through the model's own weight matrices, best of `repeats`, per row count."

@@ -1,6 +1,6 @@
 """The Python half of `gpu_check.sh`: one subcommand per step of the GPU check (see benchmarks/README.md).
 
-    python benchmarks/gpu_check.py bench --shape qwen2.5-0.5b --weights nf4 ...   # bench_sampling.py, 4-bit roofline fixed
+    python benchmarks/gpu_check.py bench --shape qwen2.5-0.5b --weights nf4 ...   # bench_sampling.py
     python benchmarks/gpu_check.py round --shape qwen2.5-0.5b --dataset arc_challenge --questions 1119 --source DIR
     python benchmarks/gpu_check.py cells nbs/03_models.ipynb nbs/06_mstep.ipynb --flags cuda [--list]
     python benchmarks/gpu_check.py smollm2 --check | --pack FILE.tar.gz | --stub FILE.tar.gz
@@ -20,30 +20,10 @@ TOKENIZER_FILES = ("config.json", "generation_config.json", "tokenizer.json", "t
                    "special_tokens_map.json")
 
 def _bench_module():
-    "bench_sampling, importable from here, with the roofline reading 4-bit weights (see `_linears_4bit`)."
+    "bench_sampling, importable from here."
     sys.path.insert(0, str(HERE))
     import bench_sampling as bs
-    if not getattr(bs._linears, "_gpu_check", False):
-        bs._linears = _linears_4bit(bs._linears)
     return bs
-
-def _linears_4bit(linears):
-    """Wrap bench_sampling's `_linears` so that NF4 layers give their dequantized (bf16) weight matrix, once per model.
-
-    A bitsandbytes `Params4bit` is a packed uint8 column (shape (n*k/2, 1)); `matmul_rate` cannot draw activations
-    for it (`normal_kernel_cuda not implemented for 'Byte'`) and `job_flops` would read the packed shape. With this,
-    the roofline of a 4-bit run is the bf16 matmul rate on the same matrices: an upper bound for NF4 matmuls."""
-    cache = {}
-    def wrapped(model):
-        ws = linears(model)
-        if not any(getattr(w, "quant_state", None) is not None for w in ws): return ws
-        if id(model) not in cache:
-            import bitsandbytes.functional as bnbf
-            cache[id(model)] = [bnbf.dequantize_4bit(w.data, w.quant_state) if getattr(w, "quant_state", None) is not None
-                                else w for w in ws]
-        return cache[id(model)]
-    wrapped._gpu_check = True
-    return wrapped
 
 # ---------------------------------------------------------------- bench: bench_sampling.py's own main, same flags
 def cmd_bench(rest: list) -> int:
@@ -286,7 +266,7 @@ def main():
     if len(sys.argv) > 1 and sys.argv[1] == "bench": return cmd_bench(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("bench", help="bench_sampling.py with the same flags (4-bit roofline fixed)")
+    sub.add_parser("bench", help="bench_sampling.py with the same flags ")
     r = sub.add_parser("round", help="one EM round (bench_sampling.em_round) alone")
     r.add_argument("--shape", default="qwen2.5-0.5b"); r.add_argument("--weights", default="nf4", choices=["bf16", "nf4"])
     r.add_argument("--dataset", default="arc_challenge"); r.add_argument("--questions", type=int, default=1119)
