@@ -3,11 +3,12 @@ outputs they had), and print each notebook's wall time. Afterwards run `nbdev-cl
 
     python tools/run_nb.py nbs/05_samplers.ipynb nbs/09_em.ipynb     # --all: run the slow cells too (not cuda)
 """
-import re, sys, time
+import os, re, sys, time
 from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+os.environ["PYTHONWARNINGS"] = "ignore:IProgress not found"   # tqdm's note about widgets would name this machine's folders
 FLAG = re.compile(r"^#\|\s*(slow|cuda)\b", re.M)
 
 def run(path: Path, run_slow: bool=False) -> float:
