@@ -38,7 +38,8 @@ def test_near_misses_are_careless_mistakes():
 
 def test_same_name_same_problems_everywhere():
     "The generator is pinned: these checksums are those of the splits on the machine that wrote the test."
-    sums = {s: hashlib.sha256(json.dumps([q.to_dict() for q in load_questions("arithmetic", s)]).encode()).hexdigest()[:16]
+    record = lambda q: {k: v for k, v in q.to_dict().items() if k != "instruction"}   # a field added later, not the generator's
+    sums = {s: hashlib.sha256(json.dumps([record(q) for q in load_questions("arithmetic", s)]).encode()).hexdigest()[:16]
             for s in ("train", "validation", "test")}
     assert sums == {"train": "b21a8b5732da9cad", "validation": "81d63c372e0af19f", "test": "b3a8f70be953d3e1"}
 
