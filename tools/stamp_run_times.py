@@ -17,7 +17,8 @@ def stamp(nb_path: Path, seconds: int, cores: int=2) -> None:
     src = lambda c: "".join(c["source"])
     flagged = {f: sum(1 for c in cells if c["cell_type"] == "code" and re.search(rf"^#\|\s*{f}\b", src(c), re.M)) for f in ("slow", "cuda")}
     skipped = " and ".join(f"{n} `{f}` cell{'s' * (n > 1)}" for f, n in flagged.items() if n)
-    text = (f"{MARK} {seconds} s on {cores} CPU cores under `nbdev-test` (two notebooks at a time"
+    took = "under a second" if seconds < 1 else f"{seconds} s"          # nbdev-test prints whole seconds, truncated
+    text = (f"{MARK} {took} on {cores} CPU cores under `nbdev-test` (two notebooks at a time"
             + (f"; {skipped} skipped: `nbdev-test --flags slow` runs the slow ones" if skipped else "") + ").*")
     cells[:] = [c for c in cells if not (c["cell_type"] == "markdown" and src(c).startswith(MARK))]
     title = next(i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and src(c).lstrip().startswith("# "))
