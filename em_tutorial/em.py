@@ -271,9 +271,9 @@ def run_em(config: EMConfig,        # the run's configuration (or a dict of its 
     config = config if isinstance(config, EMConfig) else EMConfig.from_dict(config)
     run_dir = Path(run_dir)
     check_model(config.model)                                  # fail before writing anything: the model,
-    train_qs = load_questions(config.dataset, "train", config.source, n=config.n_train, seed=config.seed, instruction=config.instruction)  # the data
-    eval_qs = load_questions(config.dataset, config.eval_split, config.source, n=config.n_eval, seed=config.seed,
-                             instruction=config.instruction)
+    data = dict(source=config.source, seed=config.seed, instruction=config.instruction)
+    train_qs = load_questions(config.dataset, "train", n=config.n_train, **data)  # the data
+    eval_qs = load_questions(config.dataset, config.eval_split, n=config.n_eval, **data)
     with RunLock(run_dir) if is_main_process() else nullcontext():   # one writer per folder
         if is_main_process(): prepare_run_dir(config.to_dict(), run_dir, overwrite, EMConfig.defaults())
         barrier()
