@@ -222,6 +222,11 @@ def main():
     print(f"roofline: matmul {r['matmul_gflops_by_rows']} GFLOP/s by rows; job {r['job_gflop']} GFLOP; backend "
           f"{r['backend_gflops']} GFLOP/s = {r['fraction']:.0%} of the best ({r['best_rows']} rows); "
           f"bound {r['bound_tok_s']} tok/s")
+    from profile_sampling import profile
+    res["profile"] = profile(model, tok, prompts, temperature=args.temperature, top_p=args.top_p,
+                             max_new_tokens=args.max_new_tokens, seed=args.seed, stop=answer_stated)
+    print(f"where the backend's time goes ({res['profile']['seconds']} s, a second run):")
+    for part, share in res["profile"]["share_by_part"].items(): print(f"  {share:6.1%}  {part}")
     if args.round_questions:
         r = res["em_round"] = em_round(args)
         print(f"one EM round, {r['n_train']} train + {r['n_eval']} eval questions: sample {r['sample_s']:.1f} s · "

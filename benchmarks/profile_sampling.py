@@ -1,23 +1,79 @@
-"""Where the sampling backend's time goes, on the CPU: one `generate` call profiled with cProfile, its wall time split
-into the model's forward passes (the output layer apart, timed by module hooks), the prompts' prefill, sampling
-(`next_tokens`), the answer-stop checks, the KV-cache bookkeeping of continuous batching (joining, trimming), and the
-rest (Python, tokenising, decoding). Shares of one run, so they do not depend on how busy the machine is as much as
-seconds do.
+"""Where the sampling backend's time goes: one `generate` call with its parts timed by wrappers (no profiler, so the
+Python-heavy parts are not inflated), its wall time split into the prompts' prefill, the decode steps' forward
+passes (the output layer apart, timed by module hooks), sampling (`next_tokens` and the log-probabilities), the
+answer-stop checks, the KV-cache bookkeeping (buffers re-placed when their room runs out or after a row selection,
+refilled slots, trims, compactions), and the rest (Python, tokenising, decoding text). Shares of one run, so they
+depend less on how busy the machine is than seconds do. `bench_sampling.py` runs `profile` on its own prompts and
+settings and writes the result beside its speed-up and roofline.
 
     HF_HUB_OFFLINE=1 python benchmarks/profile_sampling.py          # SmolLM2 with a LoRA adapter, 128 ARC prompts
 Writes benchmarks/results/cpu-smollm2-profile.json.
 """
-import argparse, cProfile, json, pstats, sys, time
+import argparse, json, sys, time
+from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import em_tutorial.generate as G
+import em_tutorial.kvcache as KV
 from em_tutorial.data import load_questions, build_prompt, answer_stated
-from em_tutorial.generate import generate
 from em_tutorial.models import load_model, add_lora
 
-PARTS = {"prefill": ("generate.py", "_prefill"), "sampling": ("generate.py", "next_tokens"),
-         "stop checks": ("generate.py", "__call__"), "cache: join": ("generate.py", "_join"), "cache: trim": ("generate.py", "_trim")}
+@contextmanager
+def _timed(spent: Counter, flags: dict):
+    "Wrap the backend's parts so that `spent` collects seconds per part while the block runs."
+    saved = []
+    def wrap(owner, name, part, flag=None):
+        f = getattr(owner, name); saved.append((owner, name, f))
+        def w(*a, **k):
+            if flag: flags[flag] = True
+            t0 = time.perf_counter()
+            try: return f(*a, **k)
+            finally:
+                spent[part(flags) if callable(part) else part] += time.perf_counter() - t0
+                if flag: flags[flag] = False
+        setattr(owner, name, w)
+    wrap(G, "prefill", "prefill", flag="prefill")
+    wrap(G, "next_tokens", "sampling")
+    wrap(G.AnswerStop, "__call__", "stop checks")
+    for n in ("write_rows", "trim", "select_rows"): wrap(G, n, "cache")
+    wrap(KV.RoomyLayer, "_place", lambda fl: "prefill: placing" if fl.get("prefill") else "decode: placing")
+    try: yield
+    finally:
+        for owner, name, f in saved: setattr(owner, name, f)
+
+def profile(model, tok, prompts: list[str], **kw) -> dict:
+    "Seconds and shares of one `generate(model, tok, prompts, **kw)` call by part."
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head, spent, flags, clock = base.get_output_embeddings(), Counter(), {}, {}
+    def decode_step(args): return args[0].shape[-2] == 1 and not flags.get("prefill")   # one new position per row
+    def start(name): return lambda m, args, *rest: clock.__setitem__(name, time.perf_counter())
+    def stop(name, part):
+        def f(m, args, *rest):
+            if decode_step(args if name == "head" else (rest[0]["input_ids"][..., None],)): spent[part] += time.perf_counter() - clock[name]
+        return f
+    hooks = [head.register_forward_pre_hook(start("head")), head.register_forward_hook(stop("head", "output layer")),
+             base.register_forward_pre_hook(start("model"), with_kwargs=True),
+             base.register_forward_hook(stop("model", "decode forward"), with_kwargs=True)]
+    try:
+        with _timed(spent, flags):
+            t0 = time.perf_counter()
+            outs = G.generate(model, tok, prompts, progress=False, **kw)
+            total = time.perf_counter() - t0
+    finally:
+        for h in hooks: h.remove()
+    parts = {"prefill (prompts, in pieces, shared prefix once)": spent["prefill"],
+             "decode forward, output layer and cache placing excluded": spent["decode forward"] - spent["output layer"] - spent["decode: placing"],
+             "output layer (decode steps)": spent["output layer"],
+             "sampling (next_tokens)": spent["sampling"], "stop checks": spent["stop checks"],
+             "cache bookkeeping (placing buffers, refilling slots, trims, compactions)": spent["cache"] + spent["decode: placing"]}
+    parts["the rest (merging the adapter, Python, log-probabilities, tokenising, decoding text)"] = max(total - sum(parts.values()), 0.0)
+    tokens = sum(c.n_tokens for cs in outs for c in cs)
+    return dict(seconds=round(total, 2), tokens=tokens, tok_s=round(tokens / total, 1),
+                seconds_by_part={k: round(v, 2) for k, v in parts.items()},
+                share_by_part={k: round(v / total, 3) for k, v in parts.items()})
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -27,33 +83,9 @@ def main(argv=None) -> dict:
     model, tok = load_model("smollm2", verbose=False)
     policy = add_lora(model, verbose=False).eval()
     prompts = [build_prompt(q, tok) for q in load_questions("arc_easy", "train", n=a.n_prompts, seed=0)]
-    head, spent = model.get_output_embeddings(), {"t": 0.0}
-    def start(m, args): spent["t0"] = time.perf_counter()
-    def stop(m, args, out):                                # decode steps only: one new position per row
-        if args[0].shape[-2] == 1: spent["t"] += time.perf_counter() - spent["t0"]
-    hooks = [head.register_forward_pre_hook(start), head.register_forward_hook(stop)]
-    prof = cProfile.Profile()
-    t0 = time.perf_counter(); prof.enable()
-    outs = generate(policy, tok, prompts, temperature=0.7, top_p=0.95, max_new_tokens=a.max_new_tokens, seed=0,
-                    stop=answer_stated, progress=False)
-    prof.disable(); total = time.perf_counter() - t0
-    for h in hooks: h.remove()
-    stats = pstats.Stats(prof).stats                       # (file, line, name) -> (cc, nc, tottime, cumtime, callers)
-    cum = lambda f, n: sum(v[3] for (file, _, name), v in stats.items() if file.endswith(f) and name == n)
-    forward = max((v[3] for (file, _, name), v in stats.items() if "modeling_llama" in file and name == "forward"), default=0.0)
-    parts = {k: cum(*fn) for k, fn in PARTS.items()}
-    decode_forward = max(forward - parts["prefill"], 0.0)   # all forwards (the outermost one's cumulative time) minus the prefill's
-    shares = {"prefill (forward of the prompts)": parts["prefill"],
-              "decode forward, output layer excluded": max(decode_forward - spent["t"], 0.0),
-              "output layer (decode steps)": spent["t"], "sampling (next_tokens)": parts["sampling"],
-              "stop checks": parts["stop checks"], "cache bookkeeping (join, trim)": parts["cache: join"] + parts["cache: trim"]}
-    shares["the rest (Python, tokenising, decoding text)"] = max(total - sum(shares.values()), 0.0)
-    tokens = sum(c.n_tokens for [c] in outs)
     res = dict(device="cpu", threads=torch.get_num_threads(), n_prompts=len(prompts), max_new_tokens=a.max_new_tokens,
-               seconds=round(total, 2), tokens=tokens, tok_s=round(tokens / total, 1),
-               seconds_by_part={k: round(v, 2) for k, v in shares.items()},
-               share_by_part={k: round(v / total, 3) for k, v in shares.items()},
-               note="cProfile adds overhead to Python-heavy parts; the prefill includes its own output layer",
+               **profile(policy, tok, prompts, temperature=0.7, top_p=0.95, max_new_tokens=a.max_new_tokens, seed=0,
+                         stop=answer_stated),
                command=" ".join(["python benchmarks/profile_sampling.py", *(argv if argv is not None else sys.argv[1:])]))
     print(json.dumps(res, indent=1))
     out = Path(__file__).parent/"results"/"cpu-smollm2-profile.json"

@@ -12,15 +12,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
 
 from .core import seed_hash
 from .models import dequantized_merged, is_4bit
+from .kvcache import joinable, prefill, select_rows, trim, write_rows
 
 # %% auto #0
-__all__ = ['CPU_BATCH_SIZE', 'MAX_BATCH_SIZE', 'SHARED_PREFIX_MIN', 'Completion', 'uniform_noise', 'gumbel_noise', 'row_key',
-           'next_tokens', 'AnswerStop', 'merged_adapter', 'auto_batch_size', 'generate']
+__all__ = ['CPU_BATCH_SIZE', 'MAX_BATCH_SIZE', 'Completion', 'uniform_noise', 'gumbel_noise', 'row_key', 'next_tokens',
+           'AnswerStop', 'merged_adapter', 'auto_batch_size', 'generate']
 
 # %% ../nbs/04_generate.ipynb #d3b98288
 @dataclass
@@ -172,133 +171,49 @@ def auto_batch_size(model, max_len: int) -> int:
     free, _ = torch.cuda.mem_get_info(device)
     return max(1, min(MAX_BATCH_SIZE, int(0.6 * free / per_seq)))
 
-# %% ../nbs/04_generate.ipynb #b48eb684
+# %% ../nbs/04_generate.ipynb #c0b1a7f5
 def _eos_ids(model, tokenizer) -> list[int]:
     eos = model.generation_config.eos_token_id
     eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
     return sorted(set(eos) | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()))
 
-class _RoomyLayer(DynamicLayer):
-    "A `DynamicLayer` that writes new keys and values into spare room in its buffers, without copying them."
-    room = 64   # spare positions allocated at a time
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        if not self.is_initialized: self.lazy_initialization(key_states, value_states)
-        n, L = key_states.shape[2], self.get_seq_length()
-        if getattr(self, "_view", None) is not self.keys or L + n > self._kbuf.shape[2]:   # replaced, or full
-            B, H, _, D = key_states.shape
-            self._kbuf = key_states.new_empty((B, H, L + n + self.room, D))
-            self._vbuf = value_states.new_empty((B, H, L + n + self.room, value_states.shape[3]))
-            if L: self._kbuf[:, :, :L], self._vbuf[:, :, :L] = self.keys, self.values
-        self._kbuf[:, :, L:L + n], self._vbuf[:, :, L:L + n] = key_states, value_states
-        self.keys, self.values = self._kbuf[:, :, :L + n], self._vbuf[:, :, :L + n]
-        self._view = self.keys
-        return self.keys, self.values
-
-def _new_cache(model):
-    "A `DynamicCache` for `model` whose full-attention layers are `_RoomyLayer`s."
-    cache = DynamicCache(config=model.config)
-    for layer in cache.layers:
-        if type(layer) is DynamicLayer: layer.__class__ = _RoomyLayer
-    return cache
-
-SHARED_PREFIX_MIN = 16   # prefill a prefix once when all the admitted prompts share at least this many tokens
-
-def _shared_prefix(seqs, own: int=1) -> int:
-    "How many leading tokens all of `seqs` share, leaving each at least `own` tokens of its own."
-    n = min(map(len, seqs)) - own
-    for k in range(n):
-        if any(s[k] != seqs[0][k] for s in seqs): return k
-    return max(n, 0)
-
-def _prefill(model, ids, prompts, pad, share: bool=True, keep: int|None=None):
-    "Run prompts (indices into `ids`) once, left padded: (cache, last logits, mask, last positions); `keep`: the last `keep` positions' logits, (U, keep, V)."
-    device = next(model.parameters()).device
-    seqs, cache = [ids[i] for i in prompts], _new_cache(model)
-    head = _shared_prefix(seqs, keep or 1) if share and len(seqs) > 1 and _joinable(cache) else 0
-    if head < SHARED_PREFIX_MIN: head = 0
-    if head:                                  # the common prefix once, its keys and values then viewed by every row
-        x = torch.tensor(seqs[0][:head], device=device)[None]
-        model(input_ids=x, attention_mask=torch.ones_like(x), position_ids=torch.arange(head, device=device)[None],
-              cache=cache, use_cache=True, logits_to_keep=1)
-        for layer in cache.layers:
-            layer.keys, layer.values = (t.expand(len(seqs), -1, -1, -1) for t in (layer.keys, layer.values))
-        seqs = [s[head:] for s in seqs]
-    P = max(map(len, seqs))
-    input_ids = torch.full((len(seqs), P), pad, dtype=torch.long)                    # (U, P): the rest, left padded
-    mask = torch.zeros((len(seqs), P), dtype=torch.long)
-    for u, s in enumerate(seqs):
-        input_ids[u, P - len(s):] = torch.tensor(s); mask[u, P - len(s):] = 1
-    input_ids, mask = input_ids.to(device), mask.to(device)
-    pos = head + (mask.cumsum(-1) - 1).clamp(min=0)                          # positions count real tokens
-    mask = torch.cat([mask.new_ones(len(seqs), head), mask], 1)              # [prefix | padding | own tokens]
-    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
-                   logits_to_keep=keep or 1).logits
-    return cache, logits[:, -1] if keep is None else logits[:, -keep:], mask, pos[:, -1]
-
-# %% ../nbs/04_generate.ipynb #c0b1a7f2
-def _left_pad(x: torch.Tensor, length: int, dim: int) -> torch.Tensor:
-    "`x` with zeros prepended along `dim` up to `length`."
-    if x.shape[dim] == length: return x
-    shape = list(x.shape); shape[dim] = length - x.shape[dim]
-    return torch.cat([x.new_zeros(shape), x], dim)
-
-def _joinable(cache) -> bool:
-    "Can rows be added to this cache by left padding? (plain full-attention layers only, no sliding window)"
-    return all(type(layer) in (DynamicLayer, _RoomyLayer) for layer in cache.layers)
-
-def _join(cache, mask, other, other_mask) -> torch.Tensor:
-    "Append `other`'s rows to `cache` in place, left-padding the shorter one; returns the joined mask."
-    L = max(mask.shape[1], other_mask.shape[1])
-    for a, b in zip(cache.layers, other.layers):
-        a.keys = torch.cat([_left_pad(a.keys, L, 2), _left_pad(b.keys, L, 2)])        # (B, heads, L, head_dim)
-        a.values = torch.cat([_left_pad(a.values, L, 2), _left_pad(b.values, L, 2)])
-    return torch.cat([_left_pad(mask, L, 1), _left_pad(other_mask, L, 1)])
-
-def _trim(cache, mask) -> torch.Tensor:
-    "Drop the leading cache columns that are padding for every live row; returns the trimmed mask."
-    lead = int(mask.any(0).long().argmax())                                          # first column someone uses
-    if lead == 0: return mask
-    for layer in cache.layers: layer.keys, layer.values = layer.keys[:, :, lead:], layer.values[:, :, lead:]
-    return mask[:, lead:]
-
-# %% ../nbs/04_generate.ipynb #c0b1a7f5
 def _decode(model, tokenizer, ids, rows, keys, temperature, top_p, max_new_tokens, stop_rule,
             batch_size: int, continuous: bool=True, refill: int|None=None):
-    "Yield (row number, Completion) as rows finish; at most `batch_size` rows live, freed places refilled."
+    "Yield (row number, Completion) as rows finish; at most `batch_size` slots, a finished row's slot refilled in place."
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos = torch.tensor(_eos_ids(model, tokenizer) or [-1], device=device)
     stop = AnswerStop(tokenizer, stop_rule) if stop_rule is not None else None
     keys = torch.tensor(keys, device=device)
-    refill = refill or max(1, batch_size // 8)                          # admit when this many places are free
+    refill = refill or max(1, batch_size // 8)                          # admit when this many slots are free
     new = torch.full((len(rows), max_new_tokens), pad, dtype=torch.long)       # (R, T) new tokens, on the CPU
     logp = torch.zeros(len(rows), dtype=torch.float64)                         # (R,) log π(new tokens | prompt)
-    live = torch.zeros(0, dtype=torch.long, device=device)                      # row numbers of the live rows
-    steps = torch.zeros(0, dtype=torch.long, device=device)                     # tokens each has generated
-    cache = mask = pos = logits = None
+    slot = torch.zeros(0, dtype=torch.long, device=device)                      # (S,) each slot's row; -1: free
+    cache = mask = pos = steps = logits = None                                  # per slot: steps = tokens generated
     queued = 0                                                                  # rows[queued:] wait to start
-    while queued < len(rows) or len(live):
-        free, waiting = batch_size - len(live), len(rows) - queued
-        if waiting and (not len(live) or continuous and free >= min(refill, waiting)):  # admit new rows
-            admit = list(range(queued, queued + min(free, waiting))); queued += len(admit)
+    while queued < len(rows) or len(slot):
+        free, waiting = (slot < 0).nonzero().flatten(), len(rows) - queued
+        if waiting and (not len(slot) or continuous and len(free) >= min(refill, waiting)):  # admit new rows
+            admit = list(range(queued, queued + min(len(free) if len(slot) else batch_size, waiting)))
+            queued += len(admit)
             uniq = list(dict.fromkeys(rows[r][0] for r in admit))               # their prompts, encoded once
-            c, lg, m, p = _prefill(model, ids, uniq, pad)
+            c, lg, m, p = prefill(model, ids, uniq, pad)
             src = torch.tensor([uniq.index(rows[r][0]) for r in admit], device=device)
             if len(uniq) < len(admit): c.batch_select_indices(src)
-            lg, m, p = lg[src], m[src], p[src]
-            if not len(live): cache, logits, mask, pos = c, lg, m, p
+            lg, m, p, admitted = lg[src], m[src], p[src], torch.tensor(admit, device=device)
+            if not len(slot): cache, logits, mask, pos, slot, steps = c, lg, m, p, admitted, torch.zeros_like(admitted)
             else:
-                mask = _join(cache, mask, c, m)
-                logits, pos = torch.cat([logits, lg]), torch.cat([pos, p])
-            continuous = continuous and _joinable(cache)
-            live = torch.cat([live, torch.tensor(admit, device=device)])
-            steps = torch.cat([steps, steps.new_zeros(len(admit))])
-        nxt = next_tokens(logits, keys[live], steps, temperature, top_p)        # (b,)
-        live_cpu, steps_cpu = live.cpu(), steps.cpu()
-        new[live_cpu, steps_cpu] = nxt.cpu()
-        logp[live_cpu] += logits.float().log_softmax(-1).gather(-1, nxt[:, None])[:, 0].double().detach().cpu()
-        steps, steps_cpu = steps + 1, steps_cpu + 1
+                free = free[:len(admit)]
+                mask = write_rows(cache, mask, free, c, m)
+                logits[free], pos[free], slot[free], steps[free] = lg, p, admitted, 0
+            continuous = continuous and joinable(cache)
+        alive = (slot >= 0).nonzero().flatten()                                  # (b,) the slots with a live row
+        live_cpu = slot[alive].cpu()
+        nxt = next_tokens(logits[alive], keys[slot[alive]], steps[alive], temperature, top_p)   # (b,)
+        steps[alive] += 1
+        steps_cpu = steps[alive].cpu()
+        new[live_cpu, steps_cpu - 1] = nxt.cpu()
+        logp[live_cpu] += logits[alive].float().log_softmax(-1).gather(-1, nxt[:, None])[:, 0].double().detach().cpu()
         done = torch.isin(nxt, eos).cpu() | (steps_cpu == max_new_tokens)
         if stop is not None:
             check = (~done).nonzero().flatten().tolist()
@@ -307,15 +222,19 @@ def _decode(model, tokenizer, ids, rows, keys, temperature, top_p, max_new_token
         for r in done.nonzero().flatten().tolist():
             row, k = int(live_cpu[r]), int(steps_cpu[r])
             yield row, Completion(tokenizer.decode(new[row, :k], skip_special_tokens=True), k, float(logp[row]))
-        if done.all():
-            live, steps, cache = live[:0], steps[:0], None; continue
-        if done.any():                                                         # finished rows leave the batch
-            keep = (~done).nonzero().flatten().to(device)
-            cache.batch_select_indices(keep)
-            live, steps, mask, pos, nxt = live[keep], steps[keep], mask[keep], pos[keep], nxt[keep]
-            mask = _trim(cache, mask)
-        mask, pos = torch.cat([mask, mask.new_ones(len(live), 1)], 1), pos + 1
-        logits = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos[:, None], cache=cache,
+        tokens = torch.full_like(slot, pad); tokens[alive] = nxt
+        gone = alive[done.to(device)]
+        slot[gone] = -1; mask[gone] = 1                     # a free slot attends to all it holds: never fully masked
+        n_free = int((slot < 0).sum())
+        if n_free == len(slot):
+            slot, cache = slot[:0], None; continue
+        if n_free and 8 * n_free >= len(slot) and not (continuous and queued < len(rows)):   # no one will refill
+            kept = (slot >= 0).nonzero().flatten()
+            select_rows(cache, kept)
+            slot, steps, mask, pos, tokens = slot[kept], steps[kept], mask[kept], pos[kept], tokens[kept]
+        if joinable(cache): mask = trim(cache, mask, slot >= 0)
+        mask, pos = torch.cat([mask, mask.new_ones(len(slot), 1)], 1), pos + 1
+        logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=pos[:, None], cache=cache,
                        use_cache=True).logits[:, -1]
 
 # %% ../nbs/04_generate.ipynb #5cd469c1

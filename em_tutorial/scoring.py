@@ -10,7 +10,8 @@ import math
 import torch
 from .core import seed_hash
 from .data import MCQuestion, ANSWER_FORMAT, answer_start, answer_stated, answer_statement, build_prompt
-from .generate import _prefill, generate
+from .generate import generate
+from .kvcache import prefill
 from .lvm import effective_sample_size, log_mean_exp
 
 # %% auto #0
@@ -51,7 +52,7 @@ def token_logprobs(model,                   # a causal LM (plain or peft-wrapped
                 batch = todo[s:s + batch_size]
                 seqs = [pairs[i][0] + pairs[i][1][:-1] for i in batch]        # position t predicts token t + 1
                 K = max(len(pairs[i][1]) for i in batch)
-                logits = _prefill(model, seqs, range(len(seqs)), pad_id, keep=K)[1]   # (B, K, V); a shared prefix runs once
+                logits = prefill(model, seqs, range(len(seqs)), pad_id, keep=K)[1]   # (B, K, V); a shared prefix runs once
                 for b, i in enumerate(batch):
                     cont = torch.tensor(pairs[i][1], device=logits.device)
                     out[i] = _sampling_logprobs(logits[b, K - len(cont):], cont, temperature, top_p).cpu()

@@ -48,9 +48,9 @@ def hf_greedy(model, tok, prompt, max_new_tokens):
 
 
 def count_joins(monkeypatch) -> list:
-    "Record (running length, newcomers' length) of every join of waiting rows into a running batch."
-    joins, join = [], gen._join
-    monkeypatch.setattr(gen, "_join", lambda c, m, o, om: joins.append((m.shape[1], om.shape[1])) or join(c, m, o, om))
+    "Record (running length, newcomers' length) of every admission of waiting rows into a running batch's free slots."
+    joins, write = [], gen.write_rows
+    monkeypatch.setattr(gen, "write_rows", lambda c, m, s, o, om: joins.append((m.shape[1], om.shape[1])) or write(c, m, s, o, om))
     return joins
 
 
@@ -184,16 +184,16 @@ def test_every_decode_step_equals_a_plain_forward(monkeypatch, shortest_first):
 
 
 def test_cache_stays_bounded(monkeypatch):
-    "The shared cache never grows past the longest live row: columns that are padding for every row are dropped."
+    "The shared cache never grows past the longest live row and newcomer: columns that are padding for every live row are dropped."
     model, tok = chaotic()
-    lengths, trim = [], gen._trim
+    lengths, trim = [], gen.trim
 
-    def trimmed(cache, mask):
-        mask = trim(cache, mask)
+    def trimmed(cache, mask, live):
+        mask = trim(cache, mask, live)
         assert all(layer.keys.shape[2] == mask.shape[1] for layer in cache.layers)
         lengths.append(mask.shape[1]); return mask
 
-    monkeypatch.setattr(gen, "_trim", trimmed)
+    monkeypatch.setattr(gen, "trim", trimmed)
     ids = tok(MIXED, add_special_tokens=False)["input_ids"]
     rows = [(i, j) for i in range(len(MIXED)) for j in range(6)]
     list(gen._decode(model, tok, ids, rows, list(range(len(rows))), 1.0, 1.0, 16, None, 4))
