@@ -7,7 +7,8 @@ depend less on how busy the machine is than seconds do. `bench_sampling.py` runs
 settings and writes the result beside its speed-up and roofline.
 
     HF_HUB_OFFLINE=1 python benchmarks/profile_sampling.py          # SmolLM2 with a LoRA adapter, 128 ARC prompts
-Writes benchmarks/results/cpu-smollm2-profile.json.
+    HF_HUB_OFFLINE=1 python benchmarks/profile_sampling.py --samples 2 --batch-size 256 --out /tmp/p256.json
+Writes benchmarks/results/cpu-smollm2-profile.json unless --out says otherwise.
 """
 import argparse, json, sys, time
 from collections import Counter
@@ -79,16 +80,20 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n-prompts", type=int, default=128)
     ap.add_argument("--max-new-tokens", type=int, default=96)
+    ap.add_argument("--samples", type=int, default=1, help="completions per prompt (generate's n)")
+    ap.add_argument("--batch-size", type=int, default=None, help="slots (default: generate's, 128 on the CPU)")
+    ap.add_argument("--out", default=None, help="result file (default: results/cpu-smollm2-profile.json)")
     a = ap.parse_args(argv)
     model, tok = load_model("smollm2", verbose=False)
     policy = add_lora(model, verbose=False).eval()
     prompts = [build_prompt(q, tok) for q in load_questions("arc_easy", "train", n=a.n_prompts, seed=0)]
-    res = dict(device="cpu", threads=torch.get_num_threads(), n_prompts=len(prompts), max_new_tokens=a.max_new_tokens,
-               **profile(policy, tok, prompts, temperature=0.7, top_p=0.95, max_new_tokens=a.max_new_tokens, seed=0,
-                         stop=answer_stated),
+    res = dict(device="cpu", threads=torch.get_num_threads(), n_prompts=len(prompts), samples=a.samples,
+               max_new_tokens=a.max_new_tokens, batch_size=a.batch_size or G.auto_batch_size(policy, 0),
+               **profile(policy, tok, prompts, n=a.samples, temperature=0.7, top_p=0.95, max_new_tokens=a.max_new_tokens,
+                         seed=0, stop=answer_stated, batch_size=a.batch_size),
                command=" ".join(["python benchmarks/profile_sampling.py", *(argv if argv is not None else sys.argv[1:])]))
     print(json.dumps(res, indent=1))
-    out = Path(__file__).parent/"results"/"cpu-smollm2-profile.json"
+    out = Path(a.out or Path(__file__).parent/"results"/"cpu-smollm2-profile.json")
     out.write_text(json.dumps(res, indent=1) + "\n")
     return res
 

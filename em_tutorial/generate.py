@@ -6,7 +6,7 @@ Docs: https://em-tutorial.github.io/em_tutorial/generate.html.md"""
 
 # %% ../nbs/04_generate.ipynb #90e475e2
 from __future__ import annotations
-import os, warnings
+import ctypes, os, sys, warnings
 from typing import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,7 +19,7 @@ from .kvcache import joinable, prefill, select_rows, trim, write_rows
 
 # %% auto #0
 __all__ = ['CPU_BATCH_SIZE', 'MAX_BATCH_SIZE', 'Completion', 'uniform_noise', 'gumbel_noise', 'row_key', 'next_tokens',
-           'AnswerStop', 'merged_adapter', 'auto_batch_size', 'generate']
+           'AnswerStop', 'merged_adapter', 'auto_batch_size', 'steady_malloc', 'generate']
 
 # %% ../nbs/04_generate.ipynb #d3b98288
 @dataclass
@@ -171,6 +171,19 @@ def auto_batch_size(model, max_len: int) -> int:
     free, _ = torch.cuda.mem_get_info(device)
     return max(1, min(MAX_BATCH_SIZE, int(0.6 * free / per_seq)))
 
+# %% ../nbs/04_generate.ipynb #8d31b8b1
+_MALLOC = {}
+
+def steady_malloc() -> bool:
+    "Once per process, on Linux with glibc: serve blocks up to 1 GB from the heap and keep freed memory (True when set now)."
+    if _MALLOC or not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ \
+       or os.environ.get("EM_TUTORIAL_STEADY_MALLOC", "1") == "0": return False
+    try: libc = ctypes.CDLL("libc.so.6")
+    except OSError: _MALLOC["set"] = False; return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3                                      # glibc's mallopt parameters
+    _MALLOC["set"] = bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(M_TRIM_THRESHOLD, (1 << 31) - 1))
+    return _MALLOC["set"]
+
 # %% ../nbs/04_generate.ipynb #c0b1a7f5
 def _eos_ids(model, tokenizer) -> list[int]:
     eos = model.generation_config.eos_token_id
@@ -276,6 +289,7 @@ def generate(model,                       # a causal LM (plain or peft-wrapped)
     out = [[None] * n_dec for _ in prompts]
     todo = [(i, j) for i in order for j in range(n_dec)]                # rows, longest prompts first
     show = progress and len(todo) > size and not os.environ.get("IN_TEST")
+    steady_malloc()
     was_training = model.training
     model.eval()
     try:

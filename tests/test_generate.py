@@ -183,6 +183,22 @@ def test_every_decode_step_equals_a_plain_forward(monkeypatch, shortest_first):
         torch.testing.assert_close(torch.stack([d[t][1] for t in range(len(d))]), full, atol=1e-4, rtol=1e-4)
 
 
+def test_shared_prefix_and_pieces_change_no_sample(tiny, monkeypatch):
+    "Prefilling a shared prefix once, and the prompts in pieces, give the same samples on a seed as one plain prefill."
+    import em_tutorial.kvcache as kv
+    model, tok = tiny
+    head = "You are a careful assistant. Read the question, think it through step by step, then answer. "
+    prompts = [head + p for p in MIXED]
+    ids = tok(prompts, add_special_tokens=False)["input_ids"]
+    assert kv.shared_prefix(ids) >= kv.SHARED_PREFIX_MIN
+    kw = dict(n=2, seed=7, batch_size=4, **SAMPLE)
+    ref = generate(model, tok, prompts, **kw)                                  # shared prefix, one piece per admission
+    monkeypatch.setattr(kv, "PREFILL_TOKENS", max(map(len, ids)))              # one prompt per piece
+    assert generate(model, tok, prompts, **kw) == ref
+    monkeypatch.setattr(kv, "SHARED_PREFIX_MIN", 10**9)                        # and no shared prefix
+    assert generate(model, tok, prompts, **kw) == ref
+
+
 def test_cache_stays_bounded(monkeypatch):
     "The shared cache never grows past the longest live row and newcomer: columns that are padding for every live row are dropped."
     model, tok = chaotic()
