@@ -174,7 +174,7 @@ def loglikelihoods(model,              # a causal LM (plain or peft-wrapped)
                    batch_size: int=16, # rows per forward pass
                    progress: bool=True,# show a progress bar
                   ) -> list[float]:
-    "Total log-probability of each continuation given its context, batched with left padding."
+    "Total log-probability of each continuation given its context, batched through `prefill` (left padded, a shared prefix once)."
     import torch
     if not (isinstance(batch_size, int) and batch_size >= 1): raise ValueError(f"batch_size={batch_size!r} must be a positive integer.")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -188,20 +188,15 @@ def loglikelihoods(model,              # a causal LM (plain or peft-wrapped)
         rows[key] = (i, max(k, len(cont))); row_of.append(i)
     inputs = sorted(rows.items(), key=lambda kv: -len(kv[0]))
     logps = [None] * len(rows)     # row index -> (k, V) log-probabilities of its last k positions
-    device = next(model.parameters()).device
+    from em_tutorial.kvcache import prefill
     batches = [inputs[s:s + batch_size] for s in range(0, len(inputs), batch_size)]
     was_training = model.training; model.eval()
     try:
         with torch.inference_mode():
             for batch in _progress(batches, progress):
-                L, K = max(len(ids) for ids, _ in batch), max(k for _, (_, k) in batch)
-                ids = torch.full((len(batch), L), pad, dtype=torch.long)
-                mask = torch.zeros((len(batch), L), dtype=torch.long)
-                for b, (seq, _) in enumerate(batch):
-                    ids[b, L - len(seq):] = torch.tensor(seq); mask[b, L - len(seq):] = 1
-                pos = (mask.cumsum(-1) - 1).clamp(min=0)
-                out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-                            logits_to_keep=K).logits[:, -K:].float().log_softmax(-1).cpu()  # (B, K, V)
+                K = max(k for _, (_, k) in batch)
+                logits = prefill(model, [list(seq) for seq, _ in batch], range(len(batch)), pad, keep=K)[1]   # (B, K, V)
+                out = logits.float().log_softmax(-1).cpu()
                 for b, (_, (i, k)) in enumerate(batch): logps[i] = out[b, K - k:]
     finally: model.train(was_training)
     scores = []
