@@ -49,15 +49,16 @@ def profile(model, tok, prompts: list[str], **kw) -> dict:
     "Seconds and shares of one `generate(model, tok, prompts, **kw)` call by part."
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     head, spent, flags, clock = base.get_output_embeddings(), Counter(), {}, {}
-    def decode_step(args): return args[0].shape[-2] == 1 and not flags.get("prefill")   # one new position per row
-    def start(name): return lambda m, args, *rest: clock.__setitem__(name, time.perf_counter())
-    def stop(name, part):
-        def f(m, args, *rest):
-            if decode_step(args if name == "head" else (rest[0]["input_ids"][..., None],)): spent[part] += time.perf_counter() - clock[name]
+    def start(name): return lambda m, *rest: clock.__setitem__(name, time.perf_counter())
+    def stop(name, part, one_position):            # decode steps only: one new position per row, outside a prefill
+        def f(m, *rest):
+            if one_position(*rest) and not flags.get("prefill"): spent[part] += time.perf_counter() - clock[name]
         return f
-    hooks = [head.register_forward_pre_hook(start("head")), head.register_forward_hook(stop("head", "output layer")),
+    hooks = [head.register_forward_pre_hook(start("head")),
+             head.register_forward_hook(stop("head", "output layer", lambda args, out: args[0].shape[-2] == 1)),
              base.register_forward_pre_hook(start("model"), with_kwargs=True),
-             base.register_forward_hook(stop("model", "decode forward"), with_kwargs=True)]
+             base.register_forward_hook(stop("model", "decode forward", lambda args, kw, out: kw["input_ids"].shape[-1] == 1),
+                                        with_kwargs=True)]
     try:
         with _timed(spent, flags):
             t0 = time.perf_counter()

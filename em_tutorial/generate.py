@@ -203,6 +203,7 @@ def _decode(model, tokenizer, ids, rows, keys, temperature, top_p, max_new_token
     logp = torch.zeros(len(rows), dtype=torch.float64)                         # (R,) log π(new tokens | prompt)
     slot = torch.zeros(0, dtype=torch.long, device=device)                      # (S,) each slot's row; -1: free
     cache = mask = pos = steps = logits = None                                  # per slot: steps = tokens generated
+    in_place = False                                                            # can the cache take rows in place?
     queued = 0                                                                  # rows[queued:] wait to start
     while queued < len(rows) or len(slot):
         free, waiting = (slot < 0).nonzero().flatten(), len(rows) - queued
@@ -219,7 +220,7 @@ def _decode(model, tokenizer, ids, rows, keys, temperature, top_p, max_new_token
                 free = free[:len(admit)]
                 mask = write_rows(cache, mask, free, c, m)
                 logits[free], pos[free], slot[free], steps[free] = lg, p, admitted, 0
-            continuous = continuous and joinable(cache)
+            in_place = joinable(cache); continuous = continuous and in_place
         alive = (slot >= 0).nonzero().flatten()                                  # (b,) the slots with a live row
         live_cpu = slot[alive].cpu()
         nxt = next_tokens(logits[alive], keys[slot[alive]], steps[alive], temperature, top_p)   # (b,)
@@ -245,7 +246,7 @@ def _decode(model, tokenizer, ids, rows, keys, temperature, top_p, max_new_token
             kept = (slot >= 0).nonzero().flatten()
             select_rows(cache, kept)
             slot, steps, mask, pos, tokens = slot[kept], steps[kept], mask[kept], pos[kept], tokens[kept]
-        if joinable(cache): mask = trim(cache, mask, slot >= 0)
+        if in_place: mask = trim(cache, mask, slot >= 0)
         mask, pos = torch.cat([mask, mask.new_ones(len(slot), 1)], 1), pos + 1
         logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=pos[:, None], cache=cache,
                        use_cache=True).logits[:, -1]

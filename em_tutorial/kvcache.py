@@ -49,9 +49,9 @@ class RoomyLayer(DynamicLayer):
 
     def write_rows(self, slots: torch.Tensor, keys, values):
         "Overwrite rows `slots` with `keys`/`values` (b, heads, l, head_dim), right-aligned at `end`; the window widens to the left if `l` exceeds it."
-        if not self.owns(): self._place(self.keys, self.values, right=self.room)
-        l = keys.shape[2]; grow = l - (self.end - self.start)
-        if grow > self.start: self._place(self.keys, self.values, left=grow, right=self.room)   # no columns to the left
+        l = keys.shape[2]; grow = l - self.keys.shape[2]                   # columns the window lacks on the left
+        if not self.owns() or grow > self.start:                           # replaced from outside, or no room on the left
+            self._place(self.keys, self.values, left=max(grow, 0), right=self.room)
         self.start = min(self.start, self.end - l)
         self._kbuf[slots, :, self.end - l:self.end], self._vbuf[slots, :, self.end - l:self.end] = keys, values
         self._sync()

@@ -47,7 +47,7 @@ def hf_greedy(model, tok, prompt, max_new_tokens):
     return tok.decode(ids[:n], skip_special_tokens=True), n
 
 
-def count_joins(monkeypatch) -> list:
+def count_admissions(monkeypatch) -> list:
     "Record (running length, newcomers' length) of every admission of waiting rows into a running batch's free slots."
     joins, write = [], gen.write_rows
     monkeypatch.setattr(gen, "write_rows", lambda c, m, s, o, om: joins.append((m.shape[1], om.shape[1])) or write(c, m, s, o, om))
@@ -74,7 +74,7 @@ def test_seed_determinism_and_batch_invariance(tiny):
 def test_samples_do_not_depend_on_batch_size_order_or_refill(monkeypatch):
     "Continuous batching: rows finish at different steps and waiting rows join; a sample still depends only on its row."
     model, tok = chaotic()
-    joins = count_joins(monkeypatch)
+    joins = count_admissions(monkeypatch)
     seeds = [3, 1, 4, 1, 5]
     kw = dict(n=3, temperature=1.0, top_p=0.9, max_new_tokens=16, progress=False)
     ref = generate(model, tok, MIXED, seed=seeds, batch_size=1, **kw)
@@ -140,7 +140,7 @@ def test_greedy_equals_hf_generate_when_rows_join(arch, monkeypatch):
     """Rows admitted into a running batch (their cache left-padded to the batch's length, or the batch's to theirs)
     decode exactly as plain `model.generate` does alone, on a model whose text depends on the whole context."""
     model, tok = chaotic(arch)
-    joins = count_joins(monkeypatch)
+    joins = count_admissions(monkeypatch)
     ref = [hf_greedy(model, tok, p, 16) for p in MIXED]
     assert len({n for _, n in ref}) > 2
     for bs in (1, 2, 3, None):
@@ -167,7 +167,7 @@ def test_every_decode_step_equals_a_plain_forward(monkeypatch, shortest_first):
         seen.append((logits.clone(), keys.tolist(), step.tolist(), out.tolist())); return out
 
     monkeypatch.setattr(gen, "next_tokens", spy)
-    joins = count_joins(monkeypatch)
+    joins = count_admissions(monkeypatch)
     ids = tok(MIXED, add_special_tokens=False)["input_ids"]
     order = sorted(range(len(MIXED)), key=lambda i: len(ids[i]) * (1 if shortest_first else -1))
     rows = [(i, j) for i in order for j in range(2)]
