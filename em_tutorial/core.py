@@ -28,6 +28,15 @@ def installed(module: str) -> bool:
     try: return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError): return False
 
+# %% ../nbs/01_core.ipynb #b1f7e2a1
+import logging
+
+class _NoHubKernelNotice(logging.Filter):
+    "Drop bitsandbytes' notice that its optional AVX-512 CPU kernel could not be fetched from the Hub."
+    def filter(self, record): return "kernels-community" not in record.getMessage()
+
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_NoHubKernelNotice())
+
 # %% ../nbs/01_core.ipynb #fc83f5ee
 def cache_dir() -> Path:
     "The folder for converted models and other derived files (created if missing)."

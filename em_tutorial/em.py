@@ -309,21 +309,21 @@ def evaluate_run(run_dir,                    # a run folder: config.json and rou
     "Evaluate the adapter of one round of an EM run (the last finished one by default) on a held-out split."
     run_dir = Path(run_dir).expanduser()
     if method not in EVAL_METHODS: raise ValueError(f"method={method!r} is not one of {', '.join(map(repr, EVAL_METHODS))}.")
-    config, rounds = read_config(run_dir), finished_rounds(run_dir)
+    try: config = EMConfig.from_dict(read_config(run_dir))   # as run_em reads it: missing fields take EMConfig's defaults
+    except ValueError as e: raise ValueError(f"{run_dir/'config.json'}: {e}") from None
+    rounds = finished_rounds(run_dir)
     if round is None: round = rounds[-1] if rounds else 0
     if round != 0 and round not in rounds:
         raise ValueError(f"Round {round} of {run_dir} is not finished (it needs round_{round}/evaluated.done and adapter/); "
                          f"finished rounds: {rounds or 'none'}.")
-    questions = load_questions(config.get("dataset", "arc_easy"), split or config.get("eval_split", "validation"),
-                               source=source if source is not None else config.get("source"), n=n, seed=seed,
-                               instruction=config.get("instruction", "step"))
-    name = str(config.get("model", "smollm2"))
-    model, tok = load_model(name, adapter=round_dir(run_dir, round)/ADAPTER_DIR if round else None,
-                            **{"quantize": config.get("quantize", "none"), **(model_kwargs or {})})
+    questions = load_questions(config.dataset, split or config.eval_split, source=source if source is not None else config.source,
+                               n=n, seed=seed, instruction=config.instruction)
+    model, tok = load_model(config.model, adapter=round_dir(run_dir, round)/ADAPTER_DIR if round else None,
+                            **{"quantize": config.quantize, **(model_kwargs or {})})
     if method == "cot":
-        res = evaluate_cot(model, tok, questions, max_new_tokens=max_new_tokens or config.get("max_new_tokens", 256),
+        res = evaluate_cot(model, tok, questions, max_new_tokens=max_new_tokens or config.max_new_tokens,
                            batch_size=batch_size, seed=seed, progress=progress)
     else:
         res = loglik_accuracy(model, tok, questions, method=method, batch_size=batch_size or 16, progress=progress, seed=seed)
-    res.info.update(model=name, adapter=f"round_{round}" if round else None, run_dir=str(run_dir), round=round)
+    res.info.update(model=config.model, adapter=f"round_{round}" if round else None, run_dir=str(run_dir), round=round)
     return res

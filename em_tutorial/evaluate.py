@@ -146,10 +146,29 @@ def _data_info(questions) -> dict:
 # %% ../nbs/07_evaluate.ipynb #4b0272ef
 LOGLIK_METHODS = ("choice_text", "letter")
 
+def _mmlu_description(q: MCQuestion, kind: str) -> str:
+    "The harness's MMLU task description, naming the subject with spaces; none for a question without a subject."
+    return f"The following are {kind} (with answers) about {q.subject.replace('_', ' ')}.\n\n" if q.subject else ""
+
 def loglik_requests(q: MCQuestion, method: str="choice_text") -> list[tuple[str, str]]:
-    "The (context, continuation) pairs scoring each choice of `q` with `method` ('choice_text' or 'letter')."
-    if method == "choice_text": return [(f"Question: {q.question}\nAnswer:", f" {c}") for c in q.choices]
-    if method == "letter": return [(f"Question: {question_text(q)}\nAnswer:", f" {l}") for l in q.labels]
+    """The (context, continuation) pairs scoring each choice of `q` with `method` ('choice_text' or 'letter').
+
+    The context is the zero-shot one of lm-evaluation-harness 0.4.x's task for `q.dataset`: 'choice_text' follows
+    `arc_easy`/`arc_challenge` ("Question: ...\\nAnswer:"), `openbookqa` (the bare stem) and MMLU's
+    `mmlu_{subject}_continuation`; 'letter' follows MMLU's default `mmlu_{subject}` ("A. ..." lines). Not harness
+    tasks, so our own formats: 'letter' on the other datasets (`question_text`), and arithmetic (the ARC format)."""
+    if method == "choice_text":
+        if q.dataset == "openbookqa": ctx = q.question                                     # openbookqa
+        elif q.dataset == "mmlu":                                                          # mmlu_{subject}_continuation
+            ctx = _mmlu_description(q, "questions") + f"Question: {q.question.strip()}\nAnswer:"
+        else: ctx = f"Question: {q.question}\nAnswer:"                                    # arc_easy, arc_challenge; arithmetic
+        return [(ctx, f" {c}") for c in q.choices]
+    if method == "letter":
+        if q.dataset == "mmlu":                                                            # mmlu_{subject}
+            ctx = (_mmlu_description(q, "multiple choice questions") + q.question.strip()
+                   + "".join(f"\n{l}. {c}" for l, c in zip(q.labels, q.choices)) + "\nAnswer:")
+        else: ctx = f"Question: {question_text(q)}\nAnswer:"                              # not a harness task: ours
+        return [(ctx, f" {l}") for l in q.labels]
     raise ValueError(f"method={method!r} is not one of {', '.join(map(repr, LOGLIK_METHODS))}.")
 
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 import torch
 
 from .core import seed_hash
-from .models import dequantized_merged, is_4bit
+from .models import is_4bit, plain_4bit_layout
 from .kvcache import joinable, prefill, select_rows, trim, write_rows
 
 # %% auto #0
-__all__ = ['CPU_BATCH_SIZE', 'MAX_BATCH_SIZE', 'Completion', 'uniform_noise', 'gumbel_noise', 'row_key', 'next_tokens',
-           'AnswerStop', 'merged_adapter', 'auto_batch_size', 'steady_malloc', 'generate']
+__all__ = ['DEQUANT_TOL', 'CPU_BATCH_SIZE', 'MAX_BATCH_SIZE', 'Completion', 'uniform_noise', 'gumbel_noise', 'row_key',
+           'next_tokens', 'AnswerStop', 'LayoutMismatch', 'dequantized_merged', 'merged_adapter', 'auto_batch_size',
+           'steady_malloc', 'generate']
 
 # %% ../nbs/04_generate.ipynb #d3b98288
 @dataclass
@@ -123,6 +124,61 @@ class AnswerStop:
             for c, text in zip(cand, self.tok.batch_decode(tails, skip_special_tokens=True)): out[c] = self.rule(text)
         return out
 
+# %% ../nbs/04_generate.ipynb #d7e8f9a0
+class LayoutMismatch(RuntimeError):
+    "A de-quantised 4-bit weight does not give what the layer's own forward gives."
+
+DEQUANT_TOL = 0.02   # largest relative difference between a de-quantised weight's output and its layer's 4-bit forward
+
+def _dequantize(layer, dtype):
+    "One bitsandbytes 4-bit layer's weight as a plain (out, in) tensor of `dtype`."
+    from bitsandbytes.functional import dequantize_4bit
+    return dequantize_4bit(layer.weight.data, layer.weight.quant_state).to(dtype)
+
+def _check_dequantized(layer, weight, name: str):
+    "Raise `LayoutMismatch` unless `weight` gives the output of `layer`'s own 4-bit forward on a random input."
+    import bitsandbytes as bnb
+    x = torch.randn(4, weight.shape[1], generator=torch.Generator().manual_seed(0)).to(weight.device, weight.dtype)
+    with torch.no_grad():
+        want = layer(x).float()
+        got = torch.nn.functional.linear(x, weight, None if layer.bias is None else layer.bias.to(weight.dtype)).float()
+    err = float((got - want).norm() / want.norm().clamp_min(1e-12))
+    if not err <= DEQUANT_TOL:
+        raise LayoutMismatch(f"The de-quantised weight of {name} differs from its 4-bit forward by {err:.1%} "
+                             f"(bitsandbytes {bnb.__version__} stores it in a layout em_tutorial does not read).")
+
+def dequantized_merged(model):
+    "A plain copy of a 4-bit peft model: each NF4 weight de-quantised (bf16 on CUDA, float32 on CPU), checked against its layer's forward, plus its LoRA update."
+    import copy
+    from peft.tuners.lora import LoraLayer
+    from transformers import AutoModelForCausalLM
+    from transformers.initialization import no_init_weights
+    base, device = model.get_base_model(), next(model.parameters()).device
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    plain_4bit_layout(base)                                      # weights an AVX-512 forward repacked: back to the standard layout
+
+    def weight(m, name):
+        if not is_4bit(m): return m.weight.detach().to(dtype)
+        w = _dequantize(m, dtype); _check_dequantized(m, w, name); return w
+
+    state, inside = {}, None
+    for name, m in base.named_modules():                         # parents come before their children
+        if inside and name.startswith(inside): continue          # a LoRA layer's own parts: done with the layer
+        if isinstance(m, LoraLayer) or is_4bit(m):
+            b = m.get_base_layer() if isinstance(m, LoraLayer) else m
+            state[f"{name}.weight"] = weight(b, name) + (m.get_delta_weight(model.active_adapter).to(dtype) if b is not m else 0)
+            if b.bias is not None: state[f"{name}.bias"] = b.bias.detach().to(dtype)
+            inside = name + "."
+        else: state.update({f"{name}.{k}".lstrip("."): v.detach().to(dtype) if v.is_floating_point() else v
+                            for k, v in [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)]})
+    config = copy.deepcopy(base.config); config.__dict__.pop("quantization_config", None)
+    with torch.device(device), no_init_weights(): plain = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    missing = plain.load_state_dict(state, strict=False).missing_keys    # every weight is set: no random init above
+    if [k for k in missing if not (k == "lm_head.weight" and config.get_text_config().tie_word_embeddings)]:
+        raise RuntimeError(f"De-quantising {type(base).__name__} left weights unset: {missing[:5]}.")
+    plain.tie_weights()
+    return plain.eval()
+
 # %% ../nbs/04_generate.ipynb #4e614ff5
 def _lora_layers(model) -> list:
     "The LoRA layers of a peft model (empty for a plain model)."
@@ -135,7 +191,10 @@ def merged_adapter(model):
     "Inside the block the model's LoRA adapter is merged into its weights (a 4-bit model: into a de-quantised copy, yielded)."
     layers = _lora_layers(model)
     if layers and any(is_4bit(m.get_base_layer()) for m in layers) and not any(m.merged for m in layers):
-        plain = dequantized_merged(model)
+        try: plain = dequantized_merged(model)
+        except LayoutMismatch as e:
+            print(f"em_tutorial: {e} Sampling with the adapter attached instead: slower, the same model.")
+            yield model; return
         try: yield plain
         finally:
             del plain

@@ -103,7 +103,7 @@ def join(cache, mask, others: list) -> torch.Tensor:
     return torch.cat([left_pad(m, L, 1) for m in masks])
 
 def prefill(model, ids, prompts, pad: int, share: bool=True, keep: int|None=None):
-    "Run prompts (indices into `ids`) once, left padded: (cache, last logits, mask, last positions); `keep`: the last `keep` positions' logits, (U, keep, V)."
+    "Run prompts (indices into `ids`) once, left padded: (cache, last logits, mask, last positions); `keep`: the last `keep` positions' logits, (U, keep, V), zeros where a row is shorter."
     device, prompts = next(model.parameters()).device, list(prompts)
     budget = PREFILL_TOKENS * (1 if device.type == "cpu" else 32)
     cuts = pieces([len(ids[i]) for i in prompts], budget) if joinable(new_cache(model)) else [range(len(prompts))]
@@ -134,7 +134,8 @@ def _prefill_piece(model, seqs, pad, share, keep):
     mask = torch.cat([mask.new_ones(len(seqs), head), mask], 1)              # [prefix | padding | own tokens]
     logits = model(input_ids=input_ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
                    logits_to_keep=keep or 1).logits
-    return cache, logits[:, -1] if keep is None else logits[:, -keep:], mask, pos[:, -1]
+    if keep is None: return cache, logits[:, -1], mask, pos[:, -1]
+    return cache, left_pad(logits[:, -keep:], keep, 1), mask, pos[:, -1]   # a piece shorter than `keep`: zeros on the left, so pieces join
 
 # %% ../nbs/03c_kvcache.ipynb #f520139d
 def write_rows(cache, mask, slots: torch.Tensor, other, other_mask) -> torch.Tensor:

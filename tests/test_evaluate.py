@@ -195,6 +195,80 @@ def test_evaluate_run_uses_the_base_model_the_run_trained(tmp_path):
     assert {"answer_only_accuracy", "rationale_tokens", "early_answer_share", "top_letter_share"} <= set(header)
 
 
+
+class _Stop(Exception):
+    "Raised by the stand-ins below once evaluate_run has shown what it would load."
+
+
+def _what_evaluate_run_loads(monkeypatch, run, method="letter", **kw):
+    "The arguments evaluate_run passes to load_questions, load_model and evaluate_cot (no model is built)."
+    import em_tutorial.em as E
+    seen = {}
+    def questions(dataset, split, **k): seen["questions"] = dict(dataset=dataset, split=split, **k); return []
+    def model(name, **k):
+        seen["model"] = dict(name=name, **k)
+        if method != "cot": raise _Stop
+        return None, None
+    def cot(model, tok, qs, **k): seen["cot"] = k; raise _Stop
+    monkeypatch.setattr(E, "load_questions", questions)
+    monkeypatch.setattr(E, "load_model", model)
+    monkeypatch.setattr(E, "evaluate_cot", cot)
+    with pytest.raises(_Stop): evaluate_run(run, method=method, **kw)
+    return seen
+
+
+def test_evaluate_run_reads_the_config_as_an_emconfig(tmp_path, monkeypatch):
+    "A config.json that names only the model: every other field is EMConfig's default (quantize 'auto', not 'none')."
+    from em_tutorial.em import EMConfig
+    d = EMConfig()
+    run = tmp_path/"run"; run.mkdir()
+    (run/"config.json").write_text(json.dumps({"model": "tiny-llama"}))
+    seen = _what_evaluate_run_loads(monkeypatch, run, method="cot")
+    assert seen["model"] == dict(name="tiny-llama", adapter=None, quantize=d.quantize) and d.quantize == "auto"
+    assert seen["questions"] == dict(dataset=d.dataset, split=d.eval_split, source=d.source, n=None, seed=0,
+                                     instruction=d.instruction)
+    assert seen["cot"]["max_new_tokens"] == d.max_new_tokens
+    # a run's own fields win, and the arguments win over them
+    cfg = EMConfig(model="tiny-qwen2", dataset="openbookqa", source="hub", quantize="none", eval_split="test",
+                   instruction="brief", max_new_tokens=7)
+    (run/"config.json").write_text(json.dumps(cfg.to_dict()))
+    seen = _what_evaluate_run_loads(monkeypatch, run, method="cot")
+    assert seen["model"] == dict(name="tiny-qwen2", adapter=None, quantize="none")
+    assert seen["questions"] == dict(dataset="openbookqa", split="test", source="hub", n=None, seed=0, instruction="brief")
+    assert seen["cot"]["max_new_tokens"] == 7
+    seen = _what_evaluate_run_loads(monkeypatch, run, method="cot", split="validation", source="local", max_new_tokens=9,
+                                    model_kwargs={"quantize": "4bit"})
+    assert (seen["questions"]["split"], seen["questions"]["source"], seen["model"]["quantize"], seen["cot"]["max_new_tokens"]) == \
+           ("validation", "local", "4bit", 9)
+
+
+def test_evaluate_run_checks_the_config_as_run_em_does(tmp_path, monkeypatch):
+    "An unknown or invalid field is an error naming the file, as in run_em; a folder that predates fields still loads."
+    import shutil
+    from pathlib import Path
+    run = tmp_path/"run"; run.mkdir()
+    (run/"config.json").write_text(json.dumps({"model": "tiny-llama", "no_such_field": 1}))
+    with pytest.raises(ValueError, match=r"config\.json: Unknown EMConfig field\(s\) no_such_field"):
+        _what_evaluate_run_loads(monkeypatch, run)
+    (run/"config.json").write_text(json.dumps({"model": "tiny-llama", "quantize": "8bit"}))
+    with pytest.raises(ValueError, match="quantize='8bit' is not valid"): _what_evaluate_run_loads(monkeypatch, run)
+    old = tmp_path/"old_run"                      # written before `instruction` and `objective_k/_n` existed
+    shutil.copytree(Path(__file__).parent/"fixtures"/"old_run", old)
+    assert "instruction" not in json.loads((old/"config.json").read_text())
+    seen = _what_evaluate_run_loads(monkeypatch, old, round=0)
+    assert seen["model"] == dict(name="tiny-llama", adapter=None, quantize="auto")
+    assert seen["questions"]["instruction"] == "step" and seen["questions"]["split"] == "validation"
+
+
+def test_recorded_run_configs_still_load():
+    "Every config.json of the recorded runs in results/ reads as an EMConfig (what evaluate_run and run_em do)."
+    from pathlib import Path
+    from em_tutorial.em import EMConfig
+    from em_tutorial.runs import read_config
+    found = sorted((Path(__file__).parent.parent/"results").rglob("config.json"))
+    if not found: pytest.skip("no recorded runs in results/")
+    for p in found: EMConfig.from_dict(read_config(p.parent))
+
 def test_collapse_stats():
     from em_tutorial.evaluate import collapse_stats
     tok = M.tiny_model("llama")[1]
