@@ -14,8 +14,8 @@ from .data import DATASETS, load_questions, split_names, question_text
 from .evaluate import EVAL_METHODS
 
 # %% auto #0
-__all__ = ['DEMO', 'DEMO_SIZES', 'cmd_data', 'build_parser', 'main', 'config_flags', 'config_from_args', 'cmd_train', 'cmd_eval',
-           'cmd_compare', 'cmd_demo']
+__all__ = ['DEMO', 'DEMO_SIZES', 'DEMO_METHODS', 'cmd_data', 'build_parser', 'main', 'config_flags', 'config_from_args',
+           'cmd_train', 'cmd_eval', 'cmd_compare', 'cmd_demo']
 
 # %% ../nbs/11_cli.ipynb #8a4bf893
 def _add_source(p):
@@ -69,11 +69,13 @@ def main(argv=None) -> int:
 _OWN_FLAGS = ("sampler", "continue_adapter")   # train's --sampler; --restart-adapter sets continue_adapter=False
 
 def _choices() -> dict:
-    "The registries that name the valid values of some EMConfig fields."
+    "The registries that name the valid values of some EMConfig fields, and the methods `compare` runs."
     from em_tutorial.models import QUANTIZE
     from em_tutorial.mstep import SCHEDULERS
     from em_tutorial.samplers import SAMPLERS
-    return {"sampler": tuple(SAMPLERS), "quantize": QUANTIZE, "scheduler": SCHEDULERS}   # datasets: checked by EMConfig
+    from em_tutorial.experiments import ALL_METHODS
+    return {"sampler": tuple(SAMPLERS), "quantize": QUANTIZE, "scheduler": SCHEDULERS,   # datasets: checked by EMConfig
+            "method": tuple(dict.fromkeys([*ALL_METHODS, *SAMPLERS]))}
 
 def config_flags() -> dict:
     "EMConfig's fields as flags: name -> (type, help), the help read from the field's own comment (fastcore docments)."
@@ -167,16 +169,17 @@ DEMO = dict(dataset="arithmetic", model="smollm2", rounds=1, n_train=48, n_eval=
             warmup_ratio=0.0, epochs=1, chunk_size=16)
 DEMO_SIZES = {"arithmetic": DEMO,   # per dataset: a rationale of tens of tokens on arithmetic, ~80 on the others
               "other": dict(DEMO, dataset="arc_easy", n_train=16, n_eval=24, budget=2, max_new_tokens=80, epochs=2, chunk_size=8)}
+DEMO_METHODS = ("rejection", "star", "pps")   # the paper's three; --samplers changes them
 
 def _run_compare(cfg: dict, out: Path, samplers, overwrite: bool) -> int:
     from em_tutorial.experiments import compare, plot_comparison, results_table
     import matplotlib; matplotlib.use("Agg")
     t0 = time.time()
-    rows = compare(out, samplers=samplers, overwrite=overwrite, **cfg)
+    rows = compare(out, samplers=samplers, overwrite=overwrite, **cfg)        # prints the truncation sentence, if any
     axs = plot_comparison(rows, title=f"{cfg.get('model', 'smollm2')} on {cfg.get('dataset', 'arc_easy')}")
     axs.flat[0].figure.savefig(out/"comparison.png", dpi=120)
     print("\n" + results_table(rows))
-    print(f"\n{time.time() - t0:.0f} s · results: {out/'results.csv'} · table: {out/'results.md'} · plot: {out/'comparison.png'}")
+    print(f"\n{time.time() - t0:.0f} s · results: {out/'results.csv'} · full table: {out/'results.md'} · plot: {out/'comparison.png'}")
     return 0
 
 def cmd_compare(args) -> int:
@@ -189,13 +192,15 @@ def cmd_demo(args) -> int:
     sizes = DEMO_SIZES["arithmetic" if given.get("dataset", "arithmetic").startswith("arithmetic") else "other"]
     cfg = {**sizes, **given}
     print("em-tutorial demo: " + ", ".join(f"{k}={v}" for k, v in cfg.items()) + f" · out={args.out}", flush=True)
-    return _run_compare(cfg, Path(args.out), ("rejection", "star", "pps"), args.overwrite)
+    return _run_compare(cfg, Path(args.out), args.samplers, args.overwrite)
 
 def _add_compare(sub):
-    p = sub.add_parser("compare", help="base model vs EM with each sampler", description="Compare the base model and EM with rejection sampling, STaR and PPS.")
-    p.add_argument("--out", required=True, help="folder for one run folder per sampler and the results")
-    p.add_argument("--samplers", nargs="+", default=list(_choices()["sampler"]), choices=_choices()["sampler"],
-                   help="samplers to compare")
+    from em_tutorial.experiments import ALL_METHODS
+    p = sub.add_parser("compare", help="base model vs EM with each method",
+                       description="Compare the base model and EM with rejection sampling (M = budget, and M = 1), STaR, PPS and PPS-IW.")
+    p.add_argument("--out", required=True, help="folder for one run folder per method and the results")
+    p.add_argument("--samplers", nargs="+", default=list(ALL_METHODS), choices=_choices()["method"],
+                   help="methods to compare: samplers, or rejection_m1 (rejection sampling with one try)")
     _add_config_flags(p)
     p.set_defaults(func=cmd_compare)
 
@@ -204,6 +209,8 @@ def _add_demo(sub):
                        description="Offline demo: base model vs rejection sampling, STaR and PPS on SmolLM2-135M-Instruct and the generated arithmetic task "
                                    "(defaults: " + ", ".join(f"{k}={v}" for k, v in DEMO.items()) + "). Resumes if interrupted.")
     p.add_argument("--out", default="em_tutorial_demo", help="output folder (default ./em_tutorial_demo)")
+    p.add_argument("--samplers", nargs="+", default=list(DEMO_METHODS), choices=_choices()["method"],
+                   help="methods to compare (default: " + " ".join(DEMO_METHODS) + "; add rejection_m1 for rejection sampling with one try)")
     _add_config_flags(p, DEMO)
     p.set_defaults(func=cmd_demo)
 

@@ -13,15 +13,23 @@ from typing import NamedTuple
 from .arithmetic import is_arithmetic, arithmetic_difficulty, arithmetic_problems
 
 # %% auto #0
-__all__ = ['LETTERS', 'DATASETS', 'SPLITS', 'HUB_IDS', 'INSTRUCTIONS', 'MMLU_SUBJECTS', 'SAMPLE_DIR', 'SAMPLE_SIZES',
-           'ANSWER_FORMAT', 'VALUE_FORMAT', 'MCQuestion', 'make_question', 'check_dataset', 'check_instruction',
-           'split_names', 'check_split', 'check_subjects', 'read_local', 'release_dir', 'make_sample', 'read_hub',
-           'load_questions', 'answer_statement', 'question_text', 'user_prompt', 'example_turns', 'build_prompt',
-           'format_target', 'answer_stated', 'answer_start', 'truncate_after_answer', 'ParsedAnswer', 'parse_answer',
-           'grade']
+__all__ = ['LETTERS', 'HINT_WORDING', 'HINT_DEFAULT', 'DATASETS', 'SPLITS', 'HUB_IDS', 'INSTRUCTIONS', 'MMLU_SUBJECTS',
+           'SAMPLE_DIR', 'SAMPLE_SIZES', 'ANSWER_FORMAT', 'VALUE_FORMAT', 'MCQuestion', 'make_question',
+           'check_dataset', 'check_instruction', 'check_hint_style', 'split_names', 'check_split', 'check_subjects',
+           'read_local', 'release_dir', 'make_sample', 'read_hub', 'load_questions', 'answer_statement',
+           'question_text', 'hint_sentence', 'user_prompt', 'example_turns', 'build_prompt', 'format_target',
+           'answer_stated', 'answer_start', 'truncate_after_answer', 'ParsedAnswer', 'parse_answer', 'grade']
 
 # %% ../nbs/02_data.ipynb #fbf22eba
 LETTERS = "ABCDEFGHIJ"
+HINT_WORDING = {                                  # the one sentence a hinted prompt adds to the unhinted prompt
+    "plain": "The correct answer is {answer}.",
+    "key": "The answer key says {answer}.",
+    "hint": "Hint: the answer is {answer}.",
+    "check": "You can check your work against the answer: {answer}.",
+    "legacy": None,                               # the first version: a different request ("Explain ... how to get it")
+}
+HINT_DEFAULT = "plain"                            # chosen on the validation split (below, "Choosing the hint")
 
 @dataclass(frozen=True)
 class MCQuestion:
@@ -36,6 +44,7 @@ class MCQuestion:
     subject: str|None = None  # MMLU subject
     fact: str|None = None     # OpenBookQA's gold supporting fact; arithmetic's worked solution
     instruction: str = "step" # how the prompt asks for the reasoning: one of `INSTRUCTIONS`
+    hint_style: str = HINT_DEFAULT  # how a hinted prompt gives the answer: one of `HINT_WORDING`
 
     @property
     def answer_text(self) -> str:
@@ -86,6 +95,11 @@ def check_instruction(instruction: str, dataset: str) -> str:
     if instruction != "step" and is_arithmetic(dataset):
         raise ValueError("instruction='brief' is for the multiple-choice datasets; arithmetic prompts open with a short worked example instead.")
     return instruction
+
+def check_hint_style(style: str) -> str:
+    "Return `style` if it is one of `HINT_WORDING`, else raise one sentence."
+    if style not in HINT_WORDING: raise ValueError(f"Unknown hint style {style!r}; choose one of: {', '.join(HINT_WORDING)}.")
+    return style
 
 def split_names(dataset: str) -> tuple:
     "The split names a dataset reports: MMLU's are dev/validation/test, the others' train/validation/test."
@@ -253,10 +267,11 @@ def load_questions(dataset: str="arc_easy", # one of `DATASETS`
                    n: int|None=None,        # keep a seeded random subset of this size
                    seed: int=0,             # seed for the subset
                    instruction: str="step", # how the prompts ask for the reasoning: one of `INSTRUCTIONS`
+                   hint_style: str=HINT_DEFAULT, # how a hinted prompt gives the answer: one of `HINT_WORDING`
                   ) -> list[MCQuestion]:
     "Load multiple-choice questions from the bundled sample, the Hub, or a local folder of release files."
     dataset = check_dataset(dataset); split = check_split(dataset, split); check_subjects(subjects)
-    check_instruction(instruction, dataset)
+    check_instruction(instruction, dataset); check_hint_style(hint_style)
     if is_arithmetic(dataset):
         qs = [make_question(p["id"], p["stem"], "ABCD", p["choices"], p["answer"], dataset, split, fact=p["fact"])
               for p in arithmetic_problems(split, **arithmetic_difficulty(dataset), name=dataset)]
@@ -268,7 +283,7 @@ def load_questions(dataset: str="arc_easy", # one of `DATASETS`
     if n is not None:
         if n < 1: raise ValueError(f"n must be a positive number of questions, got {n}.")
         qs = [qs[i] for i in sorted(random.Random(seed).sample(range(len(qs)), min(n, len(qs))))]
-    return qs if instruction == "step" else [replace(q, instruction=instruction) for q in qs]
+    return [replace(q, instruction=instruction, hint_style=hint_style) for q in qs]
 
 # %% ../nbs/02_data.ipynb #be7df7af
 ANSWER_FORMAT = "The answer is ({label})."
@@ -282,30 +297,35 @@ def question_text(q: MCQuestion) -> str:
     "The stem followed by one line per lettered choice."
     return q.question + "\n\n" + "\n".join(f"{l}) {c}" for l, c in zip(q.labels, q.choices))
 
-_REASON = {"step": ("Think step by step", "Explain step by step why this answer is correct"),
-           "brief": ("Think step by step in at most three short sentences",
-                     "Explain in at most three short sentences why this answer is correct")}
+_REASON = {"step": "Think step by step", "brief": "Think step by step in at most three short sentences"}
+
+def hint_sentence(q: MCQuestion) -> str:
+    "The sentence a hinted prompt adds: `q`'s correct answer, worded as `q.hint_style` says (arithmetic: the number)."
+    answer = q.answer_text if is_arithmetic(q.dataset) else f"({q.answer}) {q.answer_text}"
+    return re.sub(r"([.?!])\.$", r"\1", HINT_WORDING[q.hint_style].format(answer=answer))   # "food?." -> "food?"
 
 def user_prompt(q: MCQuestion, hint: bool=False) -> str:
-    "The user message: the question, plus the correct answer when `hint` is set."
+    "The user message: the question and the request; a hinted one adds one sentence that gives the answer."
     text = question_text(q) + "\n\n"
+    if hint and q.hint_style == "legacy": return text + _legacy_request(q)
+    if hint: text += hint_sentence(q) + "\n\n"
     if is_arithmetic(q.dataset):
-        if hint: return text + (f"The correct answer is {q.answer_text}. Explain step by step how to get it, "
-                                f"then finish with \"{answer_statement(q)}\"")
         return text + f"Think step by step, then finish with \"{VALUE_FORMAT.format(text='N')}\" where N is the number."
-    reason, explain = _REASON[q.instruction]
-    if hint:
-        text += (f"The correct answer is ({q.answer}) {q.answer_text}. {explain}, "
-                 f"as if you had worked it out yourself, then finish with \"{answer_statement(q)}\"")
-    else:
-        text += f"{reason}, then finish with \"{ANSWER_FORMAT.format(label='X')}\" where X is the letter of the correct choice."
-    return text
+    return text + f"{_REASON[q.instruction]}, then finish with \"{ANSWER_FORMAT.format(label='X')}\" where X is the letter of the correct choice."
+
+def _legacy_request(q: MCQuestion) -> str:
+    "The first version's hinted request, a different prompt from the unhinted one (kept to reproduce the runs made with it)."
+    if is_arithmetic(q.dataset):
+        return f"The correct answer is {q.answer_text}. Explain step by step how to get it, then finish with \"{answer_statement(q)}\""
+    explain = "Explain in at most three short sentences" if q.instruction == "brief" else "Explain step by step"
+    return (f"The correct answer is ({q.answer}) {q.answer_text}. {explain} why this answer is correct, "
+            f"as if you had worked it out yourself, then finish with \"{answer_statement(q)}\"")
 
 # %% ../nbs/02_data.ipynb #f03e4c72
 def example_turns(dataset: str) -> list[dict]:
     "The worked example a prompt opens with, as a user and an assistant turn: arithmetic only (its first training problem)."
     if not is_arithmetic(dataset): return []
-    p = arithmetic_problems("train", **arithmetic_difficulty(dataset), n=1, name=dataset)[0]
+    p = arithmetic_problems("train", **arithmetic_difficulty(dataset), name=dataset)[0]
     ex = make_question(p["id"], p["stem"], "ABCD", p["choices"], p["answer"], dataset, "train", fact=p["fact"])
     worked = ". ".join(ex.fact.split("; ")) + ". " + answer_statement(ex)
     return [{"role": "user", "content": user_prompt(ex)}, {"role": "assistant", "content": worked}]

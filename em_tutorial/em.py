@@ -13,13 +13,13 @@ from pathlib import Path
 
 from .core import (append_jsonl, atomic_write_text, read_jsonl, repair_jsonl, seed_hash, rank, world_size,
                               local_rank, is_main_process, barrier)
-from .data import load_questions, check_dataset, check_split, check_instruction
+from .data import HINT_DEFAULT, load_questions, check_dataset, check_split, check_hint_style, check_instruction
 from .models import QUANTIZE, TINY_MODELS, check_model, load_model, add_lora
 from .generate import Completion
 from .samplers import SAMPLERS, Trace, get_sampler, sampler_stats, score_accepted
 from .scoring import estimate_objective, summarise_objective
 from .mstep import SCHEDULERS, train_mstep, save_adapter
-from .evaluate import EVAL_METHODS, EvalResult, evaluate_cot, loglik_accuracy, score_cot
+from .evaluate import EVAL_METHODS, EvalResult, cut_share, evaluate_cot, loglik_accuracy, score_cot
 from .runs import (ADAPTER_DIR, EVAL_FILE, TRACES_FILE, TRAIN_LOG, RunLock, finished_rounds, kill_callback,
                               mark_step, maybe_kill, prepare_run_dir, read_config, read_marker, read_metrics, round_dir,
                               round_finished, step_done, write_round_metrics)
@@ -37,7 +37,7 @@ class EMConfig:
     model: str = "smollm2"            # 'smollm2' (offline), a GGUF file, a local folder, a Hub id; tiny-llama/tiny-qwen2: mechanics only
     quantize: str = "auto"            # auto (4-bit on CUDA, none elsewhere), 4bit or none
     rounds: int = 3                   # EM rounds K
-    n_train: int = 64                 # training questions, re-sampled every round
+    n_train: int = 64                 # training questions, the same every round (their rationales are re-sampled)
     n_eval: int = 64                  # held-out questions for greedy accuracy
     eval_split: str = "validation"    # split the held-out questions come from
     budget: int = 4                   # tries per question of rejection sampling (M); hinted samples of pps_iw (K)
@@ -45,6 +45,7 @@ class EMConfig:
     top_p: float = 0.95               # E-step nucleus mass
     max_new_tokens: int = 256         # rationale length cap (sampling and evaluation)
     instruction: str = "step"         # how the prompts ask for reasoning: step, or brief (at most three short sentences)
+    hint_style: str = HINT_DEFAULT    # how the hinted prompt gives the answer: one sentence added (see data.HINT_WORDING), or legacy
     lora_r: int = 16                  # LoRA rank
     lora_alpha: float = 32            # LoRA scale numerator (update × alpha / r)
     lora_dropout: float = 0.05        # LoRA dropout
@@ -66,6 +67,14 @@ class EMConfig:
     def to_dict(self) -> dict: return asdict(self)
     @classmethod
     def defaults(cls) -> dict: return asdict(cls())
+    @classmethod
+    def folder_defaults(cls) -> dict:
+        "What a run folder's config.json meant by a field it predates: the default, but the first hinted prompt."
+        return {**cls.defaults(), "hint_style": "legacy"}
+    @classmethod
+    def of_run(cls, run_dir) -> "EMConfig":
+        "The config a run folder was made with (its config.json; fields it predates as `folder_defaults` says)."
+        return cls.from_dict({**cls.folder_defaults(), **read_config(run_dir)})
     def _repr_markdown_(self) -> str:
         "The fields that differ from the defaults (what makes this run this run)."
         base = self.defaults()
@@ -90,7 +99,7 @@ def _one_of(name: str, value, valid) -> None:
 def _check_config(c: EMConfig) -> None:
     "Check every field of `c`, raising one sentence that names the field and its valid values."
     _one_of("sampler", c.sampler, tuple(SAMPLERS)); check_dataset(c.dataset); _one_of("quantize", c.quantize, QUANTIZE)
-    _one_of("scheduler", c.scheduler, SCHEDULERS); check_instruction(c.instruction, c.dataset)
+    _one_of("scheduler", c.scheduler, SCHEDULERS); check_instruction(c.instruction, c.dataset); check_hint_style(c.hint_style)
     c.eval_split = check_split(c.dataset, c.eval_split)
     if not isinstance(c.model, str) or not c.model: raise ValueError("model must be a non-empty string: 'smollm2', a GGUF file, a local folder or a Hub id.")
     if c.model.startswith("tiny-"): _one_of("model", c.model, TINY_MODELS)
@@ -219,6 +228,7 @@ def _round_info(config: EMConfig, folder: Path, traces: list) -> dict:
     "What round k's metrics.json records about its E-step and M-step."
     sampled, trained = read_marker(folder, "sampled"), read_marker(folder, "trained")
     return {"n_sampled": len(traces), "n_accepted": sum(t.accepted for t in traces),
+            "sample_cut_share": cut_share([(t.rationale, t.rationale_tokens) for t in traces], config.max_new_tokens),
             "sampler_stats": sampler_stats(traces) if traces else {}, "train": trained.get("train"),
             "continue_adapter": config.continue_adapter,
             "seconds": {"sample": sampled.get("seconds"), "train": trained.get("seconds")}}
@@ -241,7 +251,8 @@ def _evaluate(policy, config: EMConfig, run_dir: Path, k: int, eval_qs: list, in
         if is_main_process():
             by_qid = {r["qid"]: r for p in folder.glob("eval.rank*.jsonl") for r in read_jsonl(p)}
             res = score_cot(eval_qs, [Completion(by_qid[q.id]["text"], by_qid[q.id]["n_tokens"]) for q in eval_qs],
-                            seed=config.seed, tokenizer=policy.tokenizer, info=res.info if res else {})
+                            seed=config.seed, tokenizer=policy.tokenizer, max_new_tokens=config.max_new_tokens,
+                            info=res.info if res else {})
     if is_main_process():
         ev = res.summary()
         atomic_write_text(folder/EVAL_FILE, "".join(json.dumps(r) + "\n" for r in res.rows))
@@ -271,11 +282,11 @@ def run_em(config: EMConfig,        # the run's configuration (or a dict of its 
     config = config if isinstance(config, EMConfig) else EMConfig.from_dict(config)
     run_dir = Path(run_dir)
     check_model(config.model)                                  # fail before writing anything: the model,
-    data = dict(source=config.source, seed=config.seed, instruction=config.instruction)
+    data = dict(source=config.source, seed=config.seed, instruction=config.instruction, hint_style=config.hint_style)
     train_qs = load_questions(config.dataset, "train", n=config.n_train, **data)  # the data
     eval_qs = load_questions(config.dataset, config.eval_split, n=config.n_eval, **data)
     with RunLock(run_dir) if is_main_process() else nullcontext():   # one writer per folder
-        if is_main_process(): prepare_run_dir(config.to_dict(), run_dir, overwrite, EMConfig.defaults())
+        if is_main_process(): prepare_run_dir(config.to_dict(), run_dir, overwrite, EMConfig.folder_defaults())
         barrier()
         policy = _Policy(config, progress)
         log = (lambda msg: print(msg, flush=True)) if (progress and is_main_process()) else (lambda msg: None)
@@ -309,7 +320,7 @@ def evaluate_run(run_dir,                    # a run folder: config.json and rou
     "Evaluate the adapter of one round of an EM run (the last finished one by default) on a held-out split."
     run_dir = Path(run_dir).expanduser()
     if method not in EVAL_METHODS: raise ValueError(f"method={method!r} is not one of {', '.join(map(repr, EVAL_METHODS))}.")
-    try: config = EMConfig.from_dict(read_config(run_dir))   # as run_em reads it: missing fields take EMConfig's defaults
+    try: config = EMConfig.of_run(run_dir)   # as run_em resumes it
     except ValueError as e: raise ValueError(f"{run_dir/'config.json'}: {e}") from None
     rounds = finished_rounds(run_dir)
     if round is None: round = rounds[-1] if rounds else 0
@@ -317,7 +328,7 @@ def evaluate_run(run_dir,                    # a run folder: config.json and rou
         raise ValueError(f"Round {round} of {run_dir} is not finished (it needs round_{round}/evaluated.done and adapter/); "
                          f"finished rounds: {rounds or 'none'}.")
     questions = load_questions(config.dataset, split or config.eval_split, source=source if source is not None else config.source,
-                               n=n, seed=seed, instruction=config.instruction)
+                               n=n, seed=seed, instruction=config.instruction, hint_style=config.hint_style)
     model, tok = load_model(config.model, adapter=round_dir(run_dir, round)/ADAPTER_DIR if round else None,
                             **{"quantize": config.quantize, **(model_kwargs or {})})
     if method == "cot":

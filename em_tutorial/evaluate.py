@@ -18,8 +18,8 @@ from .data import MCQuestion, build_prompt, question_text, grade, answer_start, 
 
 # %% auto #0
 __all__ = ['LOGLIK_METHODS', 'EARLY_TOKENS', 'EVAL_METHODS', 'bootstrap_ci', 'wilson_ci', 'paired_bootstrap', 'EvalResult',
-           'loglik_requests', 'encode_pair', 'loglikelihoods', 'loglik_accuracy', 'score_cot', 'collapse_stats',
-           'evaluate_cot']
+           'loglik_requests', 'encode_pair', 'loglikelihoods', 'loglik_accuracy', 'is_cut', 'cut_share', 'score_cot',
+           'collapse_stats', 'evaluate_cot']
 
 # %% ../nbs/07_evaluate.ipynb #119f27c2
 def bootstrap_ci(correct,             # outcomes per question: 0/1 or booleans
@@ -78,6 +78,7 @@ class EvalResult:
     accuracy_norm_ci: tuple|None = None
     n_unparsable: int|None = None      # CoT: outputs with no readable answer (counted wrong)
     mean_tokens: float|None = None     # CoT: mean rationale length in generated tokens
+    cut_share: float|None = None       # CoT: share of outputs cut at max_new_tokens without an answer (`is_cut`)
     diagnostics: dict|None = None      # CoT: signs of a model that stopped reasoning (`collapse_stats`)
     seconds: float|None = None         # wall time of the evaluation
     info: dict = field(default_factory=dict)            # model, adapter, dataset, split, settings
@@ -112,6 +113,8 @@ class EvalResult:
         if self.accuracy_strict is not None: lines.append(f"| accuracy (strict only) | {pm(self.accuracy_strict, self.accuracy_strict_ci)} |")
         if self.accuracy_norm is not None: lines.append(f"| acc_norm (per character) | {pm(self.accuracy_norm, self.accuracy_norm_ci)} |")
         if self.n_unparsable is not None: lines.append(f"| unparsable | {self.n_unparsable} / {self.n} |")
+        if self.cut_share is not None:
+            lines.append(f"| cut at the token cap, no answer | {round(self.cut_share * self.n)} / {self.n} |")
         if self.mean_tokens is not None: lines.append(f"| mean tokens | {self.mean_tokens:.1f} |")
         if self.diagnostics:
             d = self.diagnostics
@@ -255,16 +258,33 @@ def loglik_accuracy(model,                     # a causal LM (plain or peft-wrap
                       accuracy_norm_ci=norm_ci, seconds=round(time.time() - t0, 1), rows=rows,
                       info={**_model_info(model), **_data_info(questions), "method": method})
 
+# %% ../nbs/07_evaluate.ipynb #cutex07b
+def is_cut(text,                 # a generated output
+           n_tokens: int,        # the tokens it generated
+           max_new_tokens: int,  # the cap it was generated under
+          ) -> bool:
+    "Whether an output ran into the token cap without stating an answer: generation was cut, not finished."
+    return n_tokens >= max_new_tokens and not (isinstance(text, str) and answer_stated(text))
+
+def cut_share(outputs,                   # (text, n_tokens) pairs
+              max_new_tokens: int|None,  # the cap they were generated under; None: unknown
+             ) -> float|None:
+    "The share of `outputs` cut at the cap (`is_cut`); None when there are none or the cap is unknown."
+    outputs = list(outputs)
+    if not outputs or max_new_tokens is None: return None
+    return sum(is_cut(t, n, max_new_tokens) for t, n in outputs) / len(outputs)
+
 # %% ../nbs/07_evaluate.ipynb #dfcc99d4
 def score_cot(questions,             # MCQuestion records
               completions,           # one Completion (text, n_tokens) per question, in the same order
               *,
               tokenizer=None,        # the model's tokenizer: adds `collapse_stats` diagnostics
+              max_new_tokens: int|None=None,  # the cap the completions were generated under: adds the cut share
               n_boot: int=2000,      # bootstrap resamples for the intervals
               seed: int=0,           # seed of the bootstrap
               info: dict|None=None,  # extra fields for EvalResult.info
              ) -> EvalResult:
-    "Chain-of-thought accuracy (strict and strict + flexible), unparsable count and mean length of completions."
+    "Chain-of-thought accuracy (strict and strict + flexible), unparsable count, cut share and mean length of completions."
     questions, completions = _check_questions(questions), list(completions)
     if len(completions) != len(questions):
         raise ValueError(f"Got {len(completions)} completions for {len(questions)} questions; pass one per question, in order.")
@@ -273,12 +293,14 @@ def score_cot(questions,             # MCQuestion records
         text = c.text if isinstance(c.text, str) else ""
         parsed = grade(q, text)                             # the one grading policy, as in the E-step
         rows.append(dict(qid=q.id, gold=q.answer, parsed=parsed.label, strict=parsed.strict,
-                         correct=parsed.label == q.answer, n_tokens=int(c.n_tokens or 0), text=text))
+                         correct=parsed.label == q.answer, n_tokens=int(c.n_tokens or 0), text=text,
+                         cut=None if max_new_tokens is None else is_cut(text, int(c.n_tokens or 0), max_new_tokens)))
     acc, ci = _accuracy([r["correct"] for r in rows], n_boot, seed)
     strict, strict_ci = _accuracy([r["correct"] and r["strict"] for r in rows], n_boot, seed)
     return EvalResult("cot", len(rows), acc, ci, _chance(questions), accuracy_strict=strict, accuracy_strict_ci=strict_ci,
                       n_unparsable=sum(r["parsed"] is None for r in rows),
                       mean_tokens=float(np.mean([r["n_tokens"] for r in rows])),
+                      cut_share=cut_share([(r["text"], r["n_tokens"]) for r in rows], max_new_tokens),
                       diagnostics=collapse_stats(rows, tokenizer) if tokenizer is not None else None,
                       rows=rows, info={**_data_info(questions), **(info or {})})
 
@@ -319,7 +341,7 @@ def evaluate_cot(model,                     # a causal LM with a chat template (
     t0 = time.time()
     outs = generate(model, tokenizer, prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens, seed=seed,
                     batch_size=batch_size, stop=answer_stated, progress=progress)
-    res = score_cot(questions, [o[0] for o in outs], seed=seed, tokenizer=tokenizer,
+    res = score_cot(questions, [o[0] for o in outs], seed=seed, tokenizer=tokenizer, max_new_tokens=max_new_tokens,
                     info={**_model_info(model), "max_new_tokens": max_new_tokens, "decoding": "greedy"})
     res.seconds = round(time.time() - t0, 1)
     return res

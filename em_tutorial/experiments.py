@@ -1,4 +1,4 @@
-"""The base model and EM with rejection sampling, STaR and PPS on the same questions, seeds and budgets: one call, a results CSV, a table and plots.
+"""The base model and EM with rejection sampling (M tries, and one), STaR, PPS and PPS-IW on the same questions, seeds and budgets: one call, a results CSV, a short table, the full one, and plots.
 
 Docs: https://em-tutorial.github.io/em_tutorial/experiments.html.md"""
 
@@ -14,37 +14,46 @@ from .arithmetic import faithful, is_arithmetic
 from .data import load_questions
 from .em import EMConfig, run_em
 from .samplers import SAMPLERS
-from .evaluate import paired_bootstrap
+from .evaluate import cut_share, paired_bootstrap
 from .runs import (CONFIG_FILE, EVAL_FILE, TRACES_FILE, RunLock, prepare_run_dir, read_round_metrics, round_dir, round_finished,
                               step_done, _round_numbers, read_config)
 from fastprogress.fastprogress import progress_bar
-import matplotlib.pyplot as plt
 
 # %% auto #0
-__all__ = ['SAMPLER_NAMES', 'ALL_SAMPLERS', 'RESULT_COLUMNS', 'compare', 'collect_results', 'write_results', 'read_results',
-           'results_table', 'eval_path', 'write_evaluations', 'paired_comparison', 'seed_summary', 'seed_pairs',
-           'plot_comparison']
+__all__ = ['SAMPLER_NAMES', 'VARIANTS', 'ALL_SAMPLERS', 'ALL_METHODS', 'RESULT_COLUMNS', 'CUT_WARNING', 'method_config',
+           'compare', 'collect_results', 'write_results', 'read_results', 'results_table', 'truncation_note',
+           'add_cut_shares', 'eval_path', 'write_evaluations', 'paired_comparison', 'seed_summary', 'seed_pairs',
+           'plot_accuracy_per_token', 'plot_comparison']
 
 # %% ../nbs/10_experiments.ipynb #92510bef
-SAMPLER_NAMES = {"base": "base model", "rejection": "rejection sampling", "star": "STaR", "pps": "PPS", "pps_iw": "PPS-IW"}
+SAMPLER_NAMES = {"base": "base model", "rejection": "rejection sampling", "rejection_m1": "rejection sampling (M = 1)",
+                 "star": "STaR", "pps": "PPS", "pps_iw": "PPS-IW"}     # display names of the methods
+VARIANTS = {"rejection_m1": dict(sampler="rejection", budget=1)}      # methods that are a sampler with a fixed setting
 ALL_SAMPLERS = tuple(SAMPLERS)   # rejection, star, pps (the paper's three) and pps_iw (ours)
+ALL_METHODS = ("rejection", "rejection_m1", "star", "pps", "pps_iw")   # the samplers, and rejection sampling with one try
 
-def compare(out_dir,                                   # folder holding one run folder per sampler
-            samplers=ALL_SAMPLERS,                     # which samplers to compare
+def method_config(method: str) -> dict:
+    "The EMConfig fields that make a method: a sampler's name, or a variant of `VARIANTS` such as 'rejection_m1'."
+    if method in VARIANTS: return dict(VARIANTS[method])
+    if method in SAMPLERS: return {"sampler": method}
+    raise ValueError(f"Unknown method {method!r}; choose one of: {', '.join(dict.fromkeys([*ALL_METHODS, *SAMPLERS]))}.")
+
+def compare(out_dir,                                   # folder holding one run folder per method
+            samplers=ALL_METHODS,                      # which methods to compare: samplers, or variants such as 'rejection_m1'
             overwrite: bool=False,                     # wipe run folders made with another config
             progress: bool=True,                       # print progress lines
             **config,                                  # EMConfig fields shared by all runs (not `sampler`)
            ) -> list[dict]:
-    "Run EM once per sampler on the same questions, seeds and budgets; return (and write) the results rows."
-    if "sampler" in config: raise ValueError("compare runs every sampler in `samplers`; do not pass `sampler`.")
+    "Run EM once per method on the same questions, seeds and budgets; return (and write) the results rows."
+    if "sampler" in config: raise ValueError("compare runs every method in `samplers`; do not pass `sampler`.")
     out_dir = Path(out_dir)
-    configs = {s: EMConfig(sampler=s, **config) for s in samplers}   # validates every field (and sampler name) first
+    configs = {m: EMConfig(**{**config, **method_config(m)}) for m in samplers}   # validates every field (and name) first
     first = None
-    for s, cfg in (progress_bar(list(configs.items())) if progress else configs.items()):
-        run_dir = out_dir/s
-        if progress: print(f"== {SAMPLER_NAMES.get(s, s)}: {run_dir}", flush=True)
+    for m, cfg in (progress_bar(list(configs.items())) if progress else configs.items()):
+        run_dir = out_dir/m
+        if progress: print(f"== {SAMPLER_NAMES.get(m, m)}: {run_dir}", flush=True)
         with RunLock(run_dir):
-            prepare_run_dir(cfg.to_dict(), run_dir, overwrite, EMConfig.defaults())
+            prepare_run_dir(cfg.to_dict(), run_dir, overwrite, EMConfig.folder_defaults())
             base = round_dir(run_dir, 0)
             if first is not None and not step_done(base, "evaluated") and step_done(round_dir(first, 0), "evaluated"):
                 shutil.copytree(round_dir(first, 0), base, dirs_exist_ok=True)   # the shared base-model evaluation
@@ -53,12 +62,13 @@ def compare(out_dir,                                   # folder holding one run 
     rows = collect_results(out_dir, samplers)
     write_results(rows, out_dir)
     write_evaluations(out_dir, samplers)
+    if note := truncation_note(rows): print(("\n" if progress else "") + note, flush=True)   # after the progress bar
     return rows
 
 # %% ../nbs/10_experiments.ipynb #1f62b5f0
 RESULT_COLUMNS = ["sampler", "round", "seed", "accuracy", "ci_low", "ci_high", "accuracy_strict", "n_eval", "n_unparsable",
-                  "eval_mean_tokens", "answer_only_accuracy", "rationale_tokens", "early_answer_share",
-                  "top_letter_share", "n_sampled", "n_accepted", "acceptance_rate", "tokens_spent",
+                  "eval_cut_share", "eval_mean_tokens", "answer_only_accuracy", "rationale_tokens", "early_answer_share",
+                  "top_letter_share", "n_sampled", "n_accepted", "acceptance_rate", "sample_cut_share", "tokens_spent",
                   "tokens_per_accepted", "mean_rationale_tokens", "hinted_fraction", "restated_hint_count",
                   "faithful_rate", "eval_faithful_rate", "hint_leakage", "mean_ess",
                   "objective_mc_p", "objective_mc_logp", "objective_is_logp", "objective_is_ess", "objective_mc_elbo", "objective_is_elbo",
@@ -69,6 +79,7 @@ def _row(sampler: str, m: dict) -> dict:
     ci, d = ev.get("accuracy_ci") or (None, None), ev.get("diagnostics") or {}
     return dict(sampler=sampler, round=m.get("round"), accuracy=ev.get("accuracy"), ci_low=ci[0], ci_high=ci[1],
                 accuracy_strict=ev.get("accuracy_strict"), n_eval=ev.get("n"), n_unparsable=ev.get("n_unparsable"),
+                eval_cut_share=ev.get("cut_share"), sample_cut_share=m.get("sample_cut_share"),   # None in older runs
                 eval_mean_tokens=ev.get("mean_tokens"), answer_only_accuracy=(m.get("answer_only") or {}).get("accuracy"),
                 rationale_tokens=d.get("mean_rationale_tokens"), early_answer_share=d.get("early_answer_share"),
                 top_letter_share=d.get("top_letter_share"), n_sampled=m.get("n_sampled"), n_accepted=m.get("n_accepted"),
@@ -94,8 +105,8 @@ def _faithfulness(run_dir, k: int, config: dict) -> dict:
     if k > 0: out["faithful_rate"] = _faithful_share([t for t in read_jsonl(folder/TRACES_FILE) if t["accepted"]], facts, "rationale")
     return out
 
-def collect_results(out_dir, samplers=ALL_SAMPLERS) -> list[dict]:
-    "Rows of the comparison from the run folders under `out_dir` (finished rounds only)."
+def collect_results(out_dir, samplers=ALL_METHODS) -> list[dict]:
+    "Rows of the comparison from the run folders under `out_dir` (finished rounds only); `sampler` holds the method's name."
     rows, base = [], None
     for s in samplers:
         run = Path(out_dir, s)
@@ -108,15 +119,16 @@ def collect_results(out_dir, samplers=ALL_SAMPLERS) -> list[dict]:
     return ([base] if base else []) + rows
 
 def write_results(rows: list[dict], out_dir) -> Path:
-    "Write results.csv and results.md (the table) into `out_dir`; returns the CSV path."
+    "Write results.csv and results.md (the full table, and the truncation note if any) into `out_dir`; returns the CSV path."
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=RESULT_COLUMNS); w.writeheader(); w.writerows(rows)
     atomic_write_text(Path(out_dir)/"results.csv", buf.getvalue())
-    atomic_write_text(Path(out_dir)/"results.md", results_table(rows) + "\n")
+    note = truncation_note(rows)
+    atomic_write_text(Path(out_dir)/"results.md", results_table(rows, full=True) + (f"\n\n{note}" if note else "") + "\n")
     return Path(out_dir)/"results.csv"
 
 def read_results(path) -> list[dict]:
-    "Read a results.csv back, numbers as numbers."
+    "Read a results.csv back, numbers as numbers (a column the file predates is absent from its rows)."
     def num(v):
         if v in ("", None): return None
         try: return int(v)
@@ -128,30 +140,94 @@ def read_results(path) -> list[dict]:
 # %% ../nbs/10_experiments.ipynb #50745096
 def _f(x, fmt): return "–" if x is None else format(x, fmt)
 
-def results_table(rows: list[dict]) -> str:
-    "A markdown table: the base model and each sampler's last round."
+def _vs_base(r: dict, base: dict|None) -> float|None:
+    "Accuracy minus the base model's on the same questions: the paired difference's point value (None if not comparable)."
+    if base is None or r is base or r.get("n_eval") != base.get("n_eval"): return None
+    return None if None in (r.get("accuracy"), base.get("accuracy")) else r["accuracy"] - base["accuracy"]
+
+def _last_rounds(rows: list[dict]) -> dict:
+    "Per (method, seed): the last row, with its change against that seed's base model and its E-step tokens so far."
     last = {}
-    for r in rows: last[r["sampler"]] = r if r["sampler"] not in last or r["round"] >= last[r["sampler"]]["round"] else last[r["sampler"]]
-    lines = ["| method | round | accuracy (95% CI) | answer-only | strict | unparsable | eval rationale tokens "
-             "| answered at once | top letter | acceptance | faithful accepted | tokens / accepted | accepted rationale tokens | log p̂ MC | log p̂ IS | hint leakage | sample s | train s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for s, r in last.items():
-        acc = f"{r['accuracy']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r["accuracy"] is not None else "–"
-        lines.append(f"| {SAMPLER_NAMES.get(s, s)} | {r['round']} | {acc} | {_f(r.get('answer_only_accuracy'), '.3f')} | "
-                     f"{_f(r['accuracy_strict'], '.3f')} | {_f(r['n_unparsable'], 'd')}/{_f(r['n_eval'], 'd')} | "
-                     f"{_f(r.get('rationale_tokens'), '.0f')} | {_f(r.get('early_answer_share'), '.2f')} | "
-                     f"{_f(r.get('top_letter_share'), '.2f')} | {_f(r['acceptance_rate'], '.2f')} | {_f(r.get('faithful_rate'), '.2f')} | "
-                     f"{_f(r['tokens_per_accepted'], '.0f')} | {_f(r['mean_rationale_tokens'], '.0f')} | "
-                     f"{_f(r.get('objective_mc_logp'), '.2f')} | {_f(r.get('objective_is_logp'), '.2f')} | {_f(r.get('hint_leakage'), '.1f')} | "
-                     f"{_f(r['sample_s'], '.0f')} | {_f(r['train_s'], '.0f')} |")
+    for r in rows:
+        key = (r["sampler"], r.get("seed"))
+        if key not in last or r["round"] >= last[key]["round"]: last[key] = r
+    out = {}
+    for (s, seed), r in last.items():
+        spent = [x.get("tokens_spent") for x in rows if (x["sampler"], x.get("seed")) == (s, seed) and x["round"] >= 1]
+        ci = f" [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if None not in (r.get("ci_low"), r.get("ci_high")) else ""
+        out[s, seed] = dict(r, vs_base=_vs_base(r, last.get(("base", seed))), accuracy_ci=_f(r.get("accuracy"), ".3f") + ci,
+                            tokens_total=sum(spent) if spent and None not in spent else None,
+                            unparsable=f"{_f(r.get('n_unparsable'), 'd')}/{_f(r.get('n_eval'), 'd')}")
+    return out
+
+_SHORT = [("accuracy (95% CI)", "accuracy_ci", "s"), ("vs base", "vs_base", "+.3f"), ("acceptance", "acceptance_rate", ".2f"),
+          ("E-step tokens, all rounds", "tokens_total", ",.0f"), ("cut: eval", "eval_cut_share", ".2f"),
+          ("cut: E-step", "sample_cut_share", ".2f")]
+_FULL = _SHORT[:2] + [("answer-only", "answer_only_accuracy", ".3f"), ("strict", "accuracy_strict", ".3f"),
+                      ("unparsable", "unparsable", "s"), ("eval rationale tokens", "rationale_tokens", ".0f"),
+                      ("answered at once", "early_answer_share", ".2f"), ("top letter", "top_letter_share", ".2f")] + _SHORT[2:] + [
+         ("faithful accepted", "faithful_rate", ".2f"), ("tokens / accepted", "tokens_per_accepted", ".0f"),
+         ("accepted rationale tokens", "mean_rationale_tokens", ".0f"), ("log p̂ MC", "objective_mc_logp", ".2f"),
+         ("log p̂ IS", "objective_is_logp", ".2f"), ("hint leakage", "hint_leakage", ".1f"), ("sample s", "sample_s", ".0f"),
+         ("train s", "train_s", ".0f")]
+
+def results_table(rows: list[dict], full: bool=False) -> str:
+    "A markdown table of the base model and each method's last round (per seed, if several): the columns that answer the question, or all."
+    cols, last = _FULL if full else _SHORT, _last_rounds(rows)
+    seeds = len({seed for _, seed in last}) > 1
+    lines = ["| method | " + ("seed | " if seeds else "") + "round | " + " | ".join(h for h, _, _ in cols) + " |",
+             "|---|" + ("---|" if seeds else "") + "---|" + "---|" * len(cols)]
+    for (s, seed), r in last.items():
+        lines.append(f"| {SAMPLER_NAMES.get(s, s)} | " + (f"{seed} | " if seeds else "") + f"{r['round']} | "
+                     + " | ".join(_f(r.get(k), fmt) for _, k, fmt in cols) + " |")
     return "\n".join(lines)
+
+# %% ../nbs/10_experiments.ipynb #cut10ex4
+CUT_WARNING = 0.05   # a cut share above this gets a sentence beside the table
+
+def _and(items: list[str]) -> str: return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+def truncation_note(rows: list[dict], threshold: float=CUT_WARNING) -> str|None:
+    "One sentence naming each evaluation and E-step whose cut share passes `threshold`; None when none does."
+    parts = []
+    for key, what in (("eval_cut_share", "evaluation"), ("sample_cut_share", "E-step")):
+        over = {}
+        for r in rows:
+            if (v := r.get(key)) is not None and v > threshold: over.setdefault(r["sampler"], []).append((r["round"], v))
+        items = [f"the base model ({kv[0][1] * 100:.0f} %)" if s == "base" else
+                 f"{SAMPLER_NAMES.get(s, s)} in round{'s' if len(kv) > 1 else ''} {', '.join(str(k) for k, _ in kv)} "
+                 f"({'up to ' if len(kv) > 1 else ''}{max(v for _, v in kv) * 100:.0f} %)" for s, kv in over.items()]
+        if items: parts.append(f"the {what}{'s' if len(items) > 1 else ''} of {_and(items)}")
+    if not parts: return None
+    return (f"Cut at the token cap: more than {threshold * 100:.0f} % of the outputs ran into max_new_tokens without stating "
+            f"an answer in {' and in '.join(parts)}; those count as wrong or not accepted, so a longer cap may change these numbers.")
+
+def _cap(out_dir, method: str) -> int|None:
+    "The max_new_tokens of `method`'s run folder under `out_dir` (for 'base', of any run folder); None if none."
+    folders = [Path(out_dir)/method] if method != "base" else sorted(p.parent for p in Path(out_dir).glob(f"*/{CONFIG_FILE}"))
+    folder = next((f for f in folders if (f/CONFIG_FILE).exists()), None)
+    return read_config(folder).get("max_new_tokens", EMConfig.max_new_tokens) if folder else None
+
+def add_cut_shares(rows: list[dict], out_dir) -> list[dict]:
+    "`rows` with the cut shares they lack (runs recorded before they existed) computed from the per-question files under `out_dir`."
+    out = []
+    for r in rows:
+        s, k = r["sampler"], r["round"]
+        cap, ev, tr = _cap(out_dir, s), eval_path(out_dir, s, k), round_dir(Path(out_dir)/s, k)/TRACES_FILE
+        fill = {}
+        if r.get("eval_cut_share") is None and ev.exists():
+            fill["eval_cut_share"] = cut_share([(x["text"], x["n_tokens"]) for x in read_jsonl(ev)], cap)
+        if r.get("sample_cut_share") is None and k > 0 and tr.exists():
+            fill["sample_cut_share"] = cut_share([(t["rationale"], t.get("rationale_tokens", 0)) for t in read_jsonl(tr)], cap)
+        out.append({**r, **fill})
+    return out
 
 # %% ../nbs/10_experiments.ipynb #55615bdc
 def eval_path(out_dir, sampler: str, k: int) -> Path:
-    "Where `compare` keeps the per-question evaluation of `sampler`'s round k (sampler 'base' for round 0)."
+    "Where `compare` keeps the per-question evaluation of a method's round k ('base' for round 0)."
     return Path(out_dir)/"eval"/f"{sampler}_round{k}.jsonl"
 
-def write_evaluations(out_dir, samplers=ALL_SAMPLERS) -> list[Path]:
+def write_evaluations(out_dir, samplers=ALL_METHODS) -> list[Path]:
     "Copy every finished round's eval.jsonl of the runs under `out_dir` to eval/<sampler>_round<k>.jsonl."
     out = []
     for s in samplers:
@@ -228,8 +304,8 @@ def seed_summary(root,                  # folder of seed<k>/ comparison folders
                          vs_base=round(float((o - base).mean()), 4), ci_low=round(lo, 4), ci_high=round(hi, 4)))
     return rows
 
-def seed_pairs(root, k: int, samplers=ALL_SAMPLERS, alpha: float=0.05, n_boot: int=2000) -> list[dict]:
-    "Each pair of samplers at round k, question by question over every seed: the difference b − a and its interval."
+def seed_pairs(root, k: int, samplers=ALL_METHODS, alpha: float=0.05, n_boot: int=2000) -> list[dict]:
+    "Each pair of methods at round k, question by question over every seed: the difference b − a and its interval."
     rows = []
     for i, a in enumerate(samplers):
         for b in samplers[i + 1:]:
@@ -241,52 +317,103 @@ def seed_pairs(root, k: int, samplers=ALL_SAMPLERS, alpha: float=0.05, n_boot: i
     return rows
 
 # %% ../nbs/10_experiments.ipynb #cad0614f
-def plot_comparison(rows: list[dict], title: str|None=None):
-    "Plot accuracy (with 95% CIs), acceptance, rationale length and cost per round (and the posterior diagnostics, when recorded); returns the axes."
-    posterior = any(r.get("objective_mc_logp") is not None or r.get("hint_leakage") is not None for r in rows)
-    fig, axs = plt.subplots(4 if posterior else 3, 2, figsize=(10, 13 if posterior else 10), constrained_layout=True)
+def _colour(method: str) -> str:
+    "One colour per method, the same in every figure."
+    return f"C{ALL_METHODS.index(method)}" if method in ALL_METHODS else f"C{5 + sum(map(ord, method)) % 5}"
+
+def _runs(rows: list[dict]) -> tuple:
+    "The base model's row (or None) and each method's rows in round order; the rows of one seed only."
+    if len({r.get("seed") for r in rows}) > 1:
+        raise ValueError("These rows hold several seeds; plot one seed's rows at a time (e.g. each seed<k>/results.csv).")
     base = next((r for r in rows if r["sampler"] == "base"), None)
-    samplers = [s for s in dict.fromkeys(r["sampler"] for r in rows) if s != "base"]
-    for i, s in enumerate(samplers):
-        rs = sorted((r for r in rows if r["sampler"] == s), key=lambda r: r["round"])
-        acc = ([base] if base else []) + rs
-        x = [r["round"] + (i - 1) * 0.04 for r in acc]
-        y = [r["accuracy"] for r in acc]
-        err = [[r["accuracy"] - r["ci_low"] for r in acc], [r["ci_high"] - r["accuracy"] for r in acc]]
-        axs[0, 0].errorbar(x, y, yerr=err, marker="o", capsize=3, label=SAMPLER_NAMES.get(s, s))
-        rounds = [r["round"] for r in rs]
-        line, = axs[0, 1].plot(rounds, [r["acceptance_rate"] for r in rs], marker="o", label=SAMPLER_NAMES.get(s, s))
-        if any(r.get("faithful_rate") is not None for r in rs):   # arithmetic: the accepted share that computes the answer
-            axs[0, 1].plot(rounds, [None if r.get("faithful_rate") is None else r["faithful_rate"] * r["acceptance_rate"] for r in rs],
-                           ls="--", marker="x", color=line.get_color(), label=f"{SAMPLER_NAMES.get(s, s)}: faithful")
-        axs[1, 0].plot(rounds, [r["mean_rationale_tokens"] for r in rs], marker="o", label=SAMPLER_NAMES.get(s, s))
-        axs[1, 1].plot(rounds, [r["tokens_per_accepted"] for r in rs], marker="o", label=SAMPLER_NAMES.get(s, s))
-        xs = [r["round"] for r in acc]
-        axs[2, 0].plot(xs, [r.get("rationale_tokens") for r in acc], marker="o", label=SAMPLER_NAMES.get(s, s))
-        axs[2, 1].plot(xs, [r.get("top_letter_share") for r in acc], marker="o", label=SAMPLER_NAMES.get(s, s))
-        if posterior:
-            for key, ls in (("objective_mc_logp", "-"), ("objective_is_logp", "--")):
-                axs[3, 0].plot(xs, [r.get(key) for r in acc], marker="o", ls=ls, color=line.get_color(),
-                               label=f"{SAMPLER_NAMES.get(s, s)}: {key[10:12].upper()}")
-            axs[3, 1].plot(rounds, [r.get("hint_leakage") for r in rs], marker="o", label=SAMPLER_NAMES.get(s, s))
-    if base and base.get("n_eval"):
-        axs[0, 0].axhline(base["accuracy"], color="gray", ls=":", lw=1, label="base model")
-    for ax, (t, yl) in zip(axs.flat, [("Held-out accuracy (greedy, no hint; 95% CI)", "accuracy"),
-                                      ("E-step acceptance (dashed: faithful accepted)", "accepted / questions"),
-                                      ("Accepted rationale length", "tokens"),
-                                      ("E-step cost per accepted trace", "generated tokens"),
-                                      ("Held-out rationale length before the answer", "tokens"),
-                                      ("Share of the most frequent predicted letter", "share of answers"),
-                                      ("Estimated log p(y*|x) (solid: MC, dashed: IS)", "mean over questions (clipped)"),
-                                      ("Hint leakage of accepted hinted traces", "log q(z|x,y*) − log π(z|x)")]):
-        ax.set_title(t, fontsize=10); ax.set_xlabel("EM round"); ax.set_ylabel(yl); ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    last = max([r["round"] for r in rows if r["sampler"] != "base"], default=1)
-    for ax in (axs[0, 1], axs[1, 0], axs[1, 1]):
-        ax.set_xlim(0.5, last + 0.5); ax.set_xticks(range(1, last + 1)); ax.set_ylim(bottom=0)
-    axs[0, 1].set_ylim(0, 1.05)
-    axs[0, 1].legend(fontsize=8)
-    axs[0, 0].legend(fontsize=8)
-    if posterior: axs[3, 0].legend(fontsize=7)
+    methods = [s for s in dict.fromkeys(r["sampler"] for r in rows) if s != "base"]
+    return base, {s: sorted((r for r in rows if r["sampler"] == s), key=lambda r: r["round"]) for s in methods}
+
+def _errorbars(ax, xs, rs, **kw):
+    "Accuracy with its 95% interval (when every point has one) at positions xs."
+    ys = [r["accuracy"] for r in rs]
+    ok = all(r.get("ci_low") is not None and r.get("ci_high") is not None for r in rs)
+    err = [[y - r["ci_low"] for y, r in zip(ys, rs)], [r["ci_high"] - y for y, r in zip(ys, rs)]] if ok else None
+    ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, **kw)
+
+def plot_accuracy_per_token(rows: list[dict], ax=None, title: str|None=None):
+    "Held-out accuracy against the E-step tokens generated so far (summed over rounds), one line per method; returns the axes."
+    import matplotlib.pyplot as plt
+    if ax is None: _, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    base, runs = _runs(rows)
+    for s, rs in runs.items():
+        xs, spent, pts = ([0] if base else []), 0, ([base] if base else [])
+        for r in rs:
+            if r.get("tokens_spent") is None or r.get("accuracy") is None: break   # unknown from here on
+            spent += r["tokens_spent"]; xs.append(spent); pts.append(r)
+        if len(pts) > (1 if base else 0): _errorbars(ax, xs, pts, color=_colour(s), label=SAMPLER_NAMES.get(s, s))
+    if base: ax.axhline(base["accuracy"], color="gray", ls=":", lw=1, label="base model")
+    ax.set(xlabel="E-step tokens generated so far (a marker per round)", ylabel="held-out accuracy", ylim=(0, 1))
+    ax.set_xlim(left=0); ax.grid(alpha=0.3); ax.legend(fontsize=8)
+    ax.set_title(title or "Accuracy against E-step tokens spent (95% CI)", fontsize=10)
+    return ax
+
+# %% ../nbs/10_experiments.ipynb #plot10c1
+def _get(key): return lambda r: r.get(key)
+
+def _faithful_accepted(r):
+    return None if r.get("faithful_rate") is None or r.get("acceptance_rate") is None else r["faithful_rate"] * r["acceptance_rate"]
+
+_PANELS = [  # title, y label, y axis ('share': 0 to 1, 'count': from 0, None: as the data), [(value, style, what it shows)]
+    ("E-step acceptance", "share of training questions", "share",
+     [(_get("acceptance_rate"), "-", "accepted"), (_faithful_accepted, "--", "accepted and faithful")]),
+    ("Cut at the token cap", "share of outputs with no answer", "share",
+     [(_get("eval_cut_share"), "-", "held-out"), (_get("sample_cut_share"), "--", "E-step")]),
+    ("Held-out rationale length before the answer", "tokens", "count", [(_get("rationale_tokens"), "-", "")]),
+    ("Accepted rationale length", "tokens", "count", [(_get("mean_rationale_tokens"), "-", "")]),
+    ("E-step cost per accepted trace", "generated tokens", "count", [(_get("tokens_per_accepted"), "-", "")]),
+    ("Share of the most frequent predicted letter", "share of held-out answers", "share", [(_get("top_letter_share"), "-", "")]),
+    ("Estimated log p(y*|x)", "mean over questions (clipped)", None,
+     [(_get("objective_mc_logp"), "-", "MC"), (_get("objective_is_logp"), "--", "IS")]),
+    ("Hint leakage of accepted hinted traces", "log q(z|x,y*) − log π(z|x)", None, [(_get("hint_leakage"), "-", "")]),
+]
+
+def _draw_panel(ax, base, runs, title, ylabel, scale, series) -> None:
+    "One panel: each method's rounds (from the base model's round 0 where it has the value), one line per series."
+    drawn, xs, ys = [], [], []
+    for value, style, what in series:
+        for s, rs in runs.items():
+            pts = [(r["round"], value(r)) for r in ([base] if base else []) + rs if value(r) is not None]
+            if not pts: continue
+            ax.plot(*zip(*pts), marker="o", ls=style, color=_colour(s))
+            drawn.append((style, what)); xs += [x for x, _ in pts]; ys += [y for _, y in pts]
+    styles = {"-": "solid", "--": "dashed"}
+    kinds = list(dict.fromkeys((styles[st], w) for st, w in drawn if w))
+    ax.set_title(title + (" (" + ", ".join(f"{st}: {w}" for st, w in kinds) + ")" if len(kinds) > 1 else ""), fontsize=10)
+    ax.set_ylabel(ylabel); ax.set_xlabel("EM round")
+    lo, hi = min(xs), max(xs)
+    ax.set_xticks(range(lo, hi + 1)); ax.set_xlim(lo - 0.3, hi + 0.3)
+    if scale == "share": ax.set_ylim(0, 1.05)
+    elif scale == "count": ax.set_ylim(0, 1.1 * max(ys + [1]))
+
+def plot_comparison(rows: list[dict], title: str|None=None):
+    "The panels that have data: accuracy per round and per E-step token, acceptance, cut shares, lengths, cost, collapse and posterior diagnostics; returns the axes."
+    import matplotlib.pyplot as plt
+    if not rows: raise ValueError("No rows to plot; pass the rows of `compare`, `collect_results` or `read_results`.")
+    base, runs = _runs(rows)
+    panels = [p for p in _PANELS if any(v(r) is not None for r in rows for v, _, _ in p[3])]
+    per_token = any(r.get("tokens_spent") is not None for r in rows)
+    n = 1 + per_token + len(panels)
+    fig, axs = plt.subplots((n + 1) // 2, 2, figsize=(10, 3.3 * ((n + 1) // 2)), constrained_layout=True, squeeze=False)
+    axs = list(axs.flat)
+    if n % 2: fig.delaxes(axs.pop())                                  # no empty frame
+    acc = axs[0]
+    for i, (s, rs) in enumerate(runs.items()):
+        pts = ([base] if base else []) + [r for r in rs if r.get("accuracy") is not None]
+        _errorbars(acc, [r["round"] + (i - (len(runs) - 1) / 2) * 0.04 for r in pts], pts, color=_colour(s),
+                   label=SAMPLER_NAMES.get(s, s))
+    if base: acc.axhline(base["accuracy"], color="gray", ls=":", lw=1, label="base model")
+    acc.set(title="Held-out accuracy (greedy, no hint; 95% CI)", ylabel="accuracy", ylim=(0, 1)); acc.title.set_fontsize(10)
+    acc.legend(fontsize=8)
+    if per_token: plot_accuracy_per_token(rows, ax=axs[1])
+    for ax, (t, yl, scale, series) in zip(axs[1 + per_token:], panels): _draw_panel(ax, base, runs, t, yl, scale, series)
+    rounds = [r["round"] for r in rows]
+    acc.set_xlabel("EM round"); acc.set_xticks(range(min(rounds), max(rounds) + 1)); acc.set_xlim(min(rounds) - 0.3, max(rounds) + 0.3)
+    for ax in axs: ax.grid(alpha=0.3)
     if title: fig.suptitle(title)
-    return axs
+    return np.array(axs)

@@ -144,9 +144,9 @@ class RunLock:
         if held[1] == 0: held[0].close(); del _HELD[str(self.path)]   # closing the file releases the flock
 
 # %% ../nbs/08_runs.ipynb #9df412f6
-METRIC_COLUMNS = ("round", "accuracy", "n_eval", "eval_mean_tokens", "answer_only_accuracy", "rationale_tokens",
-                  "early_answer_share", "top_letter_share", "n_sampled", "n_accepted", "acceptance_rate",
-                  "train_steps", "train_first_loss", "train_last_loss", "sample_s", "train_s", "eval_s")
+METRIC_COLUMNS = ("round", "accuracy", "n_eval", "eval_mean_tokens", "eval_cut_share", "answer_only_accuracy",
+                  "rationale_tokens", "early_answer_share", "top_letter_share", "n_sampled", "n_accepted", "acceptance_rate",
+                  "sample_cut_share", "train_steps", "train_first_loss", "train_last_loss", "sample_s", "train_s", "eval_s")
 
 def round_finished(run_dir, k: int) -> bool:
     "Whether round `k` of a run is finished: its `evaluated` marker exists (and, for k >= 1, its adapter)."
@@ -166,11 +166,13 @@ def _flat_row(m: dict) -> dict:
     e, t, sec = m.get("eval", {}), m.get("train") or {}, m.get("seconds", {})
     d = e.get("diagnostics") or {}                     # absent in runs recorded before the diagnostics existed
     return dict(round=m["round"], accuracy=e.get("accuracy"), n_eval=e.get("n"), eval_mean_tokens=e.get("mean_tokens"),
+                eval_cut_share=e.get("cut_share"),                    # absent before the cut shares were recorded
                 answer_only_accuracy=(m.get("answer_only") or {}).get("accuracy"),
                 rationale_tokens=d.get("mean_rationale_tokens"), early_answer_share=d.get("early_answer_share"),
                 top_letter_share=d.get("top_letter_share"),
                 n_sampled=m.get("n_sampled"), n_accepted=m.get("n_accepted"),
                 acceptance_rate=(m["n_accepted"] / m["n_sampled"]) if m.get("n_sampled") else None,
+                sample_cut_share=m.get("sample_cut_share"),
                 train_steps=t.get("steps"), train_first_loss=t.get("first_loss"), train_last_loss=t.get("last_loss"),
                 sample_s=sec.get("sample"), train_s=sec.get("train"), eval_s=sec.get("eval"))
 

@@ -1,10 +1,11 @@
-"The generated arithmetic task: right answers, near-miss distractors, difficulty, determinism, faithfulness, grading."
+"The generated arithmetic task: right answers, a choice set that gives nothing away, difficulty, determinism, faithfulness, grading."
 import hashlib, json, re, subprocess, sys
 import pytest
 
-from em_tutorial.arithmetic import (arithmetic_problems, arithmetic_difficulty, equations, faithful, is_arithmetic,
+from em_tutorial.arithmetic import (CHOICE_PATTERN, CHOICE_RULES, arithmetic_problems, arithmetic_difficulty,
+                                    choices_only_accuracy, equations, faithful, is_arithmetic, learned_choice_rule,
                                     near_misses, steps_of)
-from em_tutorial.data import answer_stated, build_prompt, grade, load_questions, make_question, truncate_after_answer
+from em_tutorial.data import answer_stated, build_prompt, grade, hint_sentence, load_questions, make_question, truncate_after_answer
 import em_tutorial.models as M
 
 needs_smollm2 = pytest.mark.skipif(not (M._smollm2_gguf() is not None or M._complete(M.cache_dir()/M.SMOLLM2_NAME)),
@@ -28,6 +29,24 @@ def test_answers_right_distractors_distinct_and_wrong_difficulty_honoured(name, 
         wrong = [int(c) for l, c in zip(q.labels, q.choices) if l != q.answer]
         assert len(set(wrong)) == 3 and _value(q.question) not in wrong and min(wrong) >= 0
         assert q.fact.endswith(f"= {q.answer_text}")
+        values = [int(c) for c in q.choices]
+        assert [v - values[0] for v in values] == list(CHOICE_PATTERN)
+
+
+@pytest.mark.parametrize("name", ["arithmetic", "arithmetic-2step-2digit-mixed", "arithmetic-3step-2digit"])
+def test_no_choices_only_rule_beats_chance(name):
+    "Rank, spacing, parity, digits, and a rule learned from the training split's choices: all within chance + 3 points on test."
+    train, test = (arithmetic_problems(s, **arithmetic_difficulty(name)) for s in ("train", "test"))
+    assert len(test) == 500
+    rules = {**CHOICE_RULES, "learned": learned_choice_rule(train)}
+    scores = {rule: choices_only_accuracy(test, f) for rule, f in rules.items()}
+    assert max(scores.values()) <= 0.25 + 0.03, scores
+
+
+def test_the_battery_catches_the_first_versions_shortcut():
+    train, test = (arithmetic_problems(s, choices="nearmiss") for s in ("train", "test"))
+    assert choices_only_accuracy(test, CHOICE_RULES["most others 1 or 10 away"]) > 0.95
+    assert choices_only_accuracy(test, learned_choice_rule(train)) > 0.95
 
 
 def test_near_misses_are_careless_mistakes():
@@ -36,12 +55,21 @@ def test_near_misses_are_careless_mistakes():
     assert steps_of(9, (("-", 4), ("+", 2))) == [(9, "-", 4, 5), (5, "+", 2, 7)]
 
 
+def _sums(name):
+    record = lambda q: {**{k: v for k, v in q.to_dict().items() if k not in ("instruction", "hint_style")}, "dataset": "arithmetic"}
+    return {s: hashlib.sha256(json.dumps([record(q) for q in load_questions(name, s)]).encode()).hexdigest()[:16]
+            for s in ("train", "validation", "test")}
+
+
 def test_same_name_same_problems_everywhere():
     "The generator is pinned: these checksums are those of the splits on the machine that wrote the test."
-    record = lambda q: {k: v for k, v in q.to_dict().items() if k != "instruction"}   # a field added later, not the generator's
-    sums = {s: hashlib.sha256(json.dumps([record(q) for q in load_questions("arithmetic", s)]).encode()).hexdigest()[:16]
-            for s in ("train", "validation", "test")}
-    assert sums == {"train": "b21a8b5732da9cad", "validation": "81d63c372e0af19f", "test": "b3a8f70be953d3e1"}
+    assert _sums("arithmetic") == {"train": "e61b997c4af4a099", "validation": "15c9d2e6da335eee", "test": "00bef89109744bad"}
+
+
+def test_the_first_version_is_reproduced():
+    "'arithmetic-nearmiss' gives the problems the first runs were recorded on (the checksums pinned before the change)."
+    assert _sums("arithmetic-nearmiss") == {"train": "b21a8b5732da9cad", "validation": "81d63c372e0af19f", "test": "b3a8f70be953d3e1"}
+    assert load_questions("arithmetic-nearmiss", "validation")[0].id == "arithmetic-validation-0000"
 
 
 def test_splits_are_disjoint_and_letters_balanced():
@@ -49,7 +77,7 @@ def test_splits_are_disjoint_and_letters_balanced():
     assert not stems["train"] & stems["validation"] and not stems["train"] & stems["test"] and not stems["validation"] & stems["test"]
     from collections import Counter
     letters = Counter(q.answer for q in load_questions("arithmetic", "validation"))
-    assert min(letters.values()) > 90, letters   # 500 problems, about 125 per letter
+    assert set(letters.values()) == {125}, letters   # 500 problems: 125 quads, each letter once per quad
 
 
 def test_bad_names_and_splits_are_one_sentence():
@@ -69,6 +97,10 @@ def test_faithfulness_on_hand_written_rationales():
     two = "6 + 3 = 9; 9 - 4 = 5"
     assert faithful(two, "6 + 3 = 9, and 9 − 4 = 5.") and not faithful(two, "6 + 3 = 9. The answer is 5.")
     assert equations("1+2=3 and 10 - 4 = 6") == [(1, "+", 2, 3), (10, "-", 4, 6)]
+    assert faithful(fact, "27 + 46 = 73.")                             # a sum in either order
+    assert faithful(fact, "We add 46 and 27, which equals 73.") and faithful(fact, "46 plus 27 is 73")   # in words
+    assert not faithful(fact, "We add 46 and 27, which equals 74.")    # in words, and false
+    assert not faithful("9 - 4 = 5", "4 - 9 = 5")                        # a difference has an order
 
 
 def test_numeric_answer_statement_is_graded_by_choice_text():
@@ -89,7 +121,8 @@ def test_prompt_opens_with_a_worked_training_example():
     ex = load_questions("arithmetic", "train")[0]
     assert p.count("<|im_start|>user") == 2 and ex.question in p and f"The answer is {ex.answer_text}.<|im_end|>" in p
     assert p.endswith("<|im_start|>assistant\n") and q.question in p and "correct answer" not in p
-    assert f"The correct answer is {q.answer_text}." in h
+    i = p.rindex("Think step by step")
+    assert h == p[:i] + hint_sentence(q) + "\n\n" + p[i:] and q.answer_text in hint_sentence(q)   # the same prompt, one sentence more
     assert build_prompt(load_questions("arc_easy")[0], smollm2_tokenizer).count("<|im_start|>user") == 1   # ARC: unchanged
 
 

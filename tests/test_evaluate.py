@@ -135,12 +135,28 @@ def test_strict_and_flexible_reported_apart():
     with pytest.raises(ValueError, match="one per question"): score_cot([_q(0)], outs)
 
 
+def test_cut_outputs_counted():
+    "An output that ran into the cap without an answer statement is cut; one that stated its answer, or stopped early, is not."
+    from em_tutorial.evaluate import is_cut, cut_share
+    outs = [NS(text="Iron conducts. The answer is (B).", n_tokens=6), NS(text="First, iron is a", n_tokens=6),
+            NS(text="So the answer: B", n_tokens=6), NS(text="I am not sure.", n_tokens=4)]
+    res = score_cot([_q(i) for i in range(4)], outs, max_new_tokens=6)
+    assert [r["cut"] for r in res.rows] == [False, True, True, False]      # a flexible parse at the cap is still cut
+    assert res.cut_share == 0.5 and "cut at the token cap, no answer | 2 / 4" in res._repr_markdown_()
+    assert score_cot([_q(0)], outs[:1]).cut_share is None                  # the cap unknown: not counted
+    assert (is_cut(None, 6, 6), cut_share([], 6)) == (True, None)
+    old = {k: v for k, v in res.summary().items() if k != "cut_share"}      # a metrics.json written before the field
+    assert EvalResult.from_dict(old).cut_share is None
+
+
 def test_evaluate_cot_on_noise_model(tiny, questions):
     model, tok = tiny
     res = evaluate_cot(model, tok, questions, max_new_tokens=6, progress=False)
     assert res.n == 3 and res.n_unparsable == sum(r["parsed"] is None for r in res.rows)
     assert all(0 < r["n_tokens"] <= 6 for r in res.rows)
     assert res.accuracy_ci[0] <= res.accuracy <= res.accuracy_ci[1]
+    from em_tutorial.data import answer_stated
+    assert res.cut_share == sum(r["cut"] for r in res.rows) / 3 == sum(r["n_tokens"] == 6 and not answer_stated(r["text"]) for r in res.rows) / 3
 
 
 # --- run folders ---------------------------------------------------------------------------------------------------
@@ -218,7 +234,8 @@ def _what_evaluate_run_loads(monkeypatch, run, method="letter", **kw):
 
 
 def test_evaluate_run_reads_the_config_as_an_emconfig(tmp_path, monkeypatch):
-    "A config.json that names only the model: every other field is EMConfig's default (quantize 'auto', not 'none')."
+    """A config.json that names only the model: every other field is EMConfig's default (quantize 'auto', not 'none'),
+    but the hinted prompt of the folders written before `hint_style` existed."""
     from em_tutorial.em import EMConfig
     d = EMConfig()
     run = tmp_path/"run"; run.mkdir()
@@ -226,7 +243,7 @@ def test_evaluate_run_reads_the_config_as_an_emconfig(tmp_path, monkeypatch):
     seen = _what_evaluate_run_loads(monkeypatch, run, method="cot")
     assert seen["model"] == dict(name="tiny-llama", adapter=None, quantize=d.quantize) and d.quantize == "auto"
     assert seen["questions"] == dict(dataset=d.dataset, split=d.eval_split, source=d.source, n=None, seed=0,
-                                     instruction=d.instruction)
+                                     instruction=d.instruction, hint_style="legacy")
     assert seen["cot"]["max_new_tokens"] == d.max_new_tokens
     # a run's own fields win, and the arguments win over them
     cfg = EMConfig(model="tiny-qwen2", dataset="openbookqa", source="hub", quantize="none", eval_split="test",
@@ -234,7 +251,8 @@ def test_evaluate_run_reads_the_config_as_an_emconfig(tmp_path, monkeypatch):
     (run/"config.json").write_text(json.dumps(cfg.to_dict()))
     seen = _what_evaluate_run_loads(monkeypatch, run, method="cot")
     assert seen["model"] == dict(name="tiny-qwen2", adapter=None, quantize="none")
-    assert seen["questions"] == dict(dataset="openbookqa", split="test", source="hub", n=None, seed=0, instruction="brief")
+    assert seen["questions"] == dict(dataset="openbookqa", split="test", source="hub", n=None, seed=0, instruction="brief",
+                                     hint_style=cfg.hint_style)
     assert seen["cot"]["max_new_tokens"] == 7
     seen = _what_evaluate_run_loads(monkeypatch, run, method="cot", split="validation", source="local", max_new_tokens=9,
                                     model_kwargs={"quantize": "4bit"})

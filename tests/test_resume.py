@@ -169,11 +169,20 @@ def test_folder_written_by_the_old_code_resumes(tmp_path):
     done = {p: p.read_bytes() for p in (run/"round_0").iterdir()} | {p: p.read_bytes() for p in (run/"round_1").rglob("*") if p.is_file()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        rows = run_em(EMConfig.from_dict(read_config(run)), run, progress=False)
+        rows = run_em(EMConfig.of_run(run), run, progress=False)
     assert [r["round"] for r in rows] == [0, 1, 2]
     assert all(p.read_bytes() == b for p, b in done.items())                # finished rounds are not redone
     assert (run/"round_2"/"evaluated.done").exists()
     assert "acceptance_rate" in (run/"metrics.csv").read_text().splitlines()[0].split(",")
+    # the cut shares: empty for the rounds the old code finished, measured for the round the new code finished
+    assert [(r["eval_cut_share"] is None, r["sample_cut_share"] is None) for r in rows] == [(True, True), (True, True), (False, False)]
+    import csv
+    with open(run/"metrics.csv", newline="") as f: table = list(csv.DictReader(f))
+    assert [(r["eval_cut_share"], r["sample_cut_share"]) for r in table][:2] == [("", ""), ("", "")]
+    from em_tutorial.experiments import collect_results, results_table
+    old = collect_results(tmp_path, samplers=("old_run",))
+    assert [(r["round"], r["eval_cut_share"] is None) for r in old] == [(0, True), (1, True), (2, False)]
+    assert "| old_run | 2 |" in results_table(old)
 
 
 PPS_IW = ("import sys\nfrom em_tutorial.em import EMConfig, run_em\n"

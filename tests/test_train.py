@@ -141,3 +141,16 @@ def test_manifest_and_metrics_csv(tmp_path):
     assert {"torch", "transformers", "peft", "em_tutorial", "python"} <= set(m["versions"]) and m["seed"] == 0 and m["started"]
     lines = (tmp_path/"run"/"metrics.csv").read_text().splitlines()
     assert lines[0].startswith("round,accuracy") and len(lines) == 3
+    assert {"eval_cut_share", "sample_cut_share"} <= set(lines[0].split(","))
+    m1 = json.loads((tmp_path/"run"/"round_1"/"metrics.json").read_text())
+    assert 0 <= m1["sample_cut_share"] <= 1 and 0 <= m1["eval"]["cut_share"] <= 1
+
+
+def test_training_questions_are_the_same_every_round(tmp_path):
+    "EM maximises one sum over a fixed training set: every round samples rationales for the same questions."
+    cfg = EMConfig(model="tiny-llama", rounds=2, n_train=3, n_eval=2, budget=1, max_new_tokens=4, chunk_size=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_em(cfg, tmp_path/"run", progress=False)
+    qids = [[json.loads(l)["qid"] for l in (tmp_path/"run"/f"round_{k}"/"traces.jsonl").read_text().splitlines()] for k in (1, 2)]
+    assert qids[0] == qids[1] and len(set(qids[0])) == 3
