@@ -3,9 +3,10 @@
     HF_HUB_OFFLINE=1 python benchmarks/hint_wording.py [--n-hint 100] [--n-arc 100]
 
 For `arithmetic` (all 500 validation problems) and ARC-Easy (the bundled validation sample):
-1. the unhinted chain of thought, greedy, with a generous cap: accuracy, and the share of outputs with no answer within
-   each candidate cap (the "cut" share; a default cap must keep the base model's under 2 %), and answer-only accuracy
-   (the letter's log-likelihood with no rationale);
+1. the unhinted chain of thought, greedy, with a generous cap: accuracy; per candidate cap, the share of outputs that
+   would be *cut* there (no answer within the cap although generation had not ended: a default cap must keep the base
+   model's under 2 %) and the share with no answer within it at all (cut, or ended without one); and answer-only
+   accuracy (the letter's log-likelihood with no rationale);
 2. each hint wording of `em_tutorial.data.HINT_WORDING` (the unhinted prompt plus one sentence; `legacy` is the first
    version's different request), sampled as PPS samples it (T 0.7, top-p 0.95, one sample per question, seeded as the
    samplers seed it) on validation questions. The criterion, fixed before the numbers were seen: the share of hinted
@@ -24,11 +25,15 @@ from em_tutorial.generate import generate
 from em_tutorial.models import load_model
 from em_tutorial.samplers import make_trace, question_seed
 
-CAPS = {"arithmetic": (32, 48, 64, 96, 128), "arc_easy": (64, 96, 128, 192, 256, 320)}
+CAPS = {"arithmetic": (32, 48, 64, 96, 128), "arc_easy": (64, 96, 128, 192, 256)}
+
+def no_answer_share(outs, cap: int) -> float:
+    "The share of outputs with no answer statement within `cap` tokens (cut there, or ended without one)."
+    return round(sum(not answer_stated(c.text) or c.n_tokens > cap for c in outs) / len(outs), 4)
 
 def cut_share(outs, cap: int) -> float:
-    "The share of outputs with no answer statement within `cap` tokens."
-    return round(sum(not answer_stated(c.text) or c.n_tokens > cap for c in outs) / len(outs), 4)
+    "The share of outputs a cap of `cap` tokens would cut: still going at `cap` tokens with no answer stated by then."
+    return round(sum(c.n_tokens >= cap and not (answer_stated(c.text) and c.n_tokens <= cap) for c in outs) / len(outs), 4)
 
 def unhinted(model, tok, qs, dataset):
     t0, top = time.time(), max(CAPS[dataset])
@@ -38,6 +43,7 @@ def unhinted(model, tok, qs, dataset):
                 stated=len(stated), tokens_p50=stated[len(stated) // 2] if stated else None,
                 tokens_p98=stated[int(0.98 * (len(stated) - 1))] if stated else None,
                 cut_share={cap: cut_share(outs, cap) for cap in CAPS[dataset]},
+                no_answer_share={cap: no_answer_share(outs, cap) for cap in CAPS[dataset]},
                 answer_only=round(loglik_accuracy(model, tok, qs, method="letter", progress=False).accuracy, 4),
                 seconds=round(time.time() - t0))
 
@@ -52,17 +58,20 @@ def hinted(model, tok, qs, dataset, style, cap):
                 for q, t in zip(qs, traces)]
     return dict(criterion=round(sum(computes) / len(qs), 4), accepted=round(sum(t.accepted for t in traces) / len(qs), 4),
                 correct=round(sum(t.correct for t in traces) / len(qs), 4), restated=sum(t.restates_hint for t in traces),
-                cut_share=cut_share(outs, cap), mean_tokens=round(sum(c.n_tokens for c in outs) / len(outs), 1),
+                cut_share=cut_share(outs, cap), no_answer_share=no_answer_share(outs, cap), mean_tokens=round(sum(c.n_tokens for c in outs) / len(outs), 1),
                 example=traces[0].rationale[:300], seconds=round(time.time() - t0))
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n-hint", type=int, default=100, help="validation problems per hint wording")
     ap.add_argument("--n-arc", type=int, default=100, help="ARC-Easy validation questions (the bundled sample has 100)")
+    ap.add_argument("--datasets", default="arithmetic,arc_easy", help="which to measure; the others keep their recorded entry")
     args = ap.parse_args()
     model, tok = load_model("smollm2")
-    out = {}
+    dest = Path(__file__).parent/"results"/"hint-wording.json"
+    out = json.loads(dest.read_text()) if dest.exists() else {}
     for dataset, n_all in (("arithmetic", None), ("arc_easy", args.n_arc)):
+        if dataset not in args.datasets.split(","): continue
         qs = load_questions(dataset, "validation", n=n_all, seed=0)
         r = out[dataset] = {"unhinted": unhinted(model, tok, qs, dataset), "hints": {}}
         print(dataset, "unhinted", r["unhinted"], flush=True)
@@ -74,7 +83,6 @@ def main():
         best = max(h["criterion"] for s, h in r["hints"].items() if s != "legacy")
         r["chosen"] = next(s for s, h in r["hints"].items() if s != "legacy" and h["criterion"] >= best - 0.02)
         r["hint_cap"], r["n_hint"] = cap, len(sub)
-    dest = Path(__file__).parent/"results"/"hint-wording.json"
-    dest.write_text(json.dumps(out, indent=1) + "\n"); print("wrote", dest)
+        dest.write_text(json.dumps(out, indent=1) + "\n"); print("wrote", dest, flush=True)
 
 if __name__ == "__main__": main()

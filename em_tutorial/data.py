@@ -13,12 +13,13 @@ from typing import NamedTuple
 from .arithmetic import is_arithmetic, arithmetic_difficulty, arithmetic_problems
 
 # %% auto #0
-__all__ = ['LETTERS', 'HINT_WORDING', 'HINT_DEFAULT', 'DATASETS', 'SPLITS', 'HUB_IDS', 'INSTRUCTIONS', 'MMLU_SUBJECTS',
-           'SAMPLE_DIR', 'SAMPLE_SIZES', 'ANSWER_FORMAT', 'VALUE_FORMAT', 'MCQuestion', 'make_question',
-           'check_dataset', 'check_instruction', 'check_hint_style', 'split_names', 'check_split', 'check_subjects',
-           'read_local', 'release_dir', 'make_sample', 'read_hub', 'load_questions', 'answer_statement',
-           'question_text', 'hint_sentence', 'user_prompt', 'example_turns', 'build_prompt', 'format_target',
-           'answer_stated', 'answer_start', 'truncate_after_answer', 'ParsedAnswer', 'parse_answer', 'grade']
+__all__ = ['LETTERS', 'HINT_WORDING', 'HINT_CHOSEN', 'HINT_DEFAULT', 'DATASETS', 'SPLITS', 'HUB_IDS', 'INSTRUCTIONS',
+           'MMLU_SUBJECTS', 'SAMPLE_DIR', 'SAMPLE_SIZES', 'ANSWER_FORMAT', 'VALUE_FORMAT', 'MCQuestion',
+           'make_question', 'check_dataset', 'check_instruction', 'check_hint_style', 'split_names', 'check_split',
+           'check_subjects', 'read_local', 'release_dir', 'make_sample', 'read_hub', 'load_questions',
+           'answer_statement', 'question_text', 'hint_style', 'hint_sentence', 'user_prompt', 'example_turns',
+           'build_prompt', 'format_target', 'answer_stated', 'answer_start', 'truncate_after_answer', 'ParsedAnswer',
+           'parse_answer', 'grade']
 
 # %% ../nbs/02_data.ipynb #fbf22eba
 LETTERS = "ABCDEFGHIJ"
@@ -29,7 +30,8 @@ HINT_WORDING = {                                  # the one sentence a hinted pr
     "check": "You can check your work against the answer: {answer}.",
     "legacy": None,                               # the first version: a different request ("Explain ... how to get it")
 }
-HINT_DEFAULT = "plain"                            # chosen on the validation split (below, "Choosing the hint")
+HINT_CHOSEN = {"arithmetic": "plain", "multiple choice": "key"}   # chosen on the validation split (below, "Choosing the hint")
+HINT_DEFAULT = "auto"                             # the wording `HINT_CHOSEN` gives the question's kind of dataset
 
 @dataclass(frozen=True)
 class MCQuestion:
@@ -44,7 +46,7 @@ class MCQuestion:
     subject: str|None = None  # MMLU subject
     fact: str|None = None     # OpenBookQA's gold supporting fact; arithmetic's worked solution
     instruction: str = "step" # how the prompt asks for the reasoning: one of `INSTRUCTIONS`
-    hint_style: str = HINT_DEFAULT  # how a hinted prompt gives the answer: one of `HINT_WORDING`
+    hint_style: str = HINT_DEFAULT  # how a hinted prompt gives the answer: one of `HINT_WORDING`, or 'auto'
 
     @property
     def answer_text(self) -> str:
@@ -98,7 +100,8 @@ def check_instruction(instruction: str, dataset: str) -> str:
 
 def check_hint_style(style: str) -> str:
     "Return `style` if it is one of `HINT_WORDING`, else raise one sentence."
-    if style not in HINT_WORDING: raise ValueError(f"Unknown hint style {style!r}; choose one of: {', '.join(HINT_WORDING)}.")
+    if style != "auto" and style not in HINT_WORDING:
+        raise ValueError(f"Unknown hint style {style!r}; choose 'auto' or one of: {', '.join(HINT_WORDING)}.")
     return style
 
 def split_names(dataset: str) -> tuple:
@@ -267,7 +270,7 @@ def load_questions(dataset: str="arc_easy", # one of `DATASETS`
                    n: int|None=None,        # keep a seeded random subset of this size
                    seed: int=0,             # seed for the subset
                    instruction: str="step", # how the prompts ask for the reasoning: one of `INSTRUCTIONS`
-                   hint_style: str=HINT_DEFAULT, # how a hinted prompt gives the answer: one of `HINT_WORDING`
+                   hint_style: str=HINT_DEFAULT, # how a hinted prompt gives the answer: 'auto' or one of `HINT_WORDING`
                   ) -> list[MCQuestion]:
     "Load multiple-choice questions from the bundled sample, the Hub, or a local folder of release files."
     dataset = check_dataset(dataset); split = check_split(dataset, split); check_subjects(subjects)
@@ -299,15 +302,20 @@ def question_text(q: MCQuestion) -> str:
 
 _REASON = {"step": "Think step by step", "brief": "Think step by step in at most three short sentences"}
 
+def hint_style(q: MCQuestion) -> str:
+    "The hint wording `q` is asked with: its own `hint_style`, or for 'auto' the one chosen for its kind of dataset."
+    if q.hint_style != "auto": return q.hint_style
+    return HINT_CHOSEN["arithmetic" if is_arithmetic(q.dataset) else "multiple choice"]
+
 def hint_sentence(q: MCQuestion) -> str:
-    "The sentence a hinted prompt adds: `q`'s correct answer, worded as `q.hint_style` says (arithmetic: the number)."
+    "The sentence a hinted prompt adds: `q`'s correct answer, in `q`'s hint wording (arithmetic: the number)."
     answer = q.answer_text if is_arithmetic(q.dataset) else f"({q.answer}) {q.answer_text}"
-    return re.sub(r"([.?!])\.$", r"\1", HINT_WORDING[q.hint_style].format(answer=answer))   # "food?." -> "food?"
+    return re.sub(r"([.?!])\.$", r"\1", HINT_WORDING[hint_style(q)].format(answer=answer))   # "food?." -> "food?"
 
 def user_prompt(q: MCQuestion, hint: bool=False) -> str:
     "The user message: the question and the request; a hinted one adds one sentence that gives the answer."
     text = question_text(q) + "\n\n"
-    if hint and q.hint_style == "legacy": return text + _legacy_request(q)
+    if hint and hint_style(q) == "legacy": return text + _legacy_request(q)
     if hint: text += hint_sentence(q) + "\n\n"
     if is_arithmetic(q.dataset):
         return text + f"Think step by step, then finish with \"{VALUE_FORMAT.format(text='N')}\" where N is the number."

@@ -45,7 +45,7 @@ class EMConfig:
     top_p: float = 0.95               # E-step nucleus mass
     max_new_tokens: int = 256         # rationale length cap (sampling and evaluation)
     instruction: str = "step"         # how the prompts ask for reasoning: step, or brief (at most three short sentences)
-    hint_style: str = HINT_DEFAULT    # how the hinted prompt gives the answer: one sentence added (see data.HINT_WORDING), or legacy
+    hint_style: str = HINT_DEFAULT    # the hint sentence's wording: auto (chosen per dataset kind), plain, key, hint, check; legacy: the first prompt
     lora_r: int = 16                  # LoRA rank
     lora_alpha: float = 32            # LoRA scale numerator (update × alpha / r)
     lora_dropout: float = 0.05        # LoRA dropout
