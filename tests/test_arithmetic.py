@@ -8,8 +8,7 @@ from em_tutorial.arithmetic import (CHOICE_PATTERN, CHOICE_RULES, arithmetic_pro
 from em_tutorial.data import answer_stated, build_prompt, grade, hint_sentence, load_questions, make_question, truncate_after_answer
 import em_tutorial.models as M
 
-needs_smollm2 = pytest.mark.skipif(not (M._smollm2_gguf() is not None or M._complete(M.cache_dir()/M.SMOLLM2_NAME)),
-                                   reason=f"offline SmolLM2 not installed ({M.SMOLLM2_INSTALL})")
+from conftest import needs_smollm2
 
 
 def _value(stem):

