@@ -171,11 +171,12 @@ DEMO_SIZES = {"arithmetic": DEMO,   # per dataset: a rationale of tens of tokens
               "other": dict(DEMO, dataset="arc_easy", n_train=16, n_eval=24, budget=2, max_new_tokens=80, epochs=2, chunk_size=8)}
 DEMO_METHODS = ("rejection", "star", "pps")   # the paper's three; --samplers changes them
 
-def _run_compare(cfg: dict, out: Path, samplers, overwrite: bool) -> int:
-    from em_tutorial.experiments import compare, plot_comparison, results_table
+def _run_compare(cfg: dict, out: Path, samplers, overwrite: bool, dependence_n: int=0) -> int:
+    from em_tutorial.experiments import compare, results_table
+    from em_tutorial.figures import plot_comparison
     import matplotlib; matplotlib.use("Agg")
     t0 = time.time()
-    rows = compare(out, samplers=samplers, overwrite=overwrite, **cfg)        # prints the truncation sentence, if any
+    rows = compare(out, samplers=samplers, overwrite=overwrite, dependence_n=dependence_n, **cfg)        # prints the truncation sentence, if any
     axs = plot_comparison(rows, title=f"{cfg.get('model', 'smollm2')} on {cfg.get('dataset', 'arc_easy')}")
     axs.flat[0].figure.savefig(out/"comparison.png", dpi=120)
     print("\n" + results_table(rows))
@@ -184,7 +185,7 @@ def _run_compare(cfg: dict, out: Path, samplers, overwrite: bool) -> int:
 
 def cmd_compare(args) -> int:
     "Compare the base model and EM with each sampler."
-    return _run_compare(config_from_args(args), Path(args.out), args.samplers, args.overwrite)
+    return _run_compare(config_from_args(args), Path(args.out), args.samplers, args.overwrite, args.dependence)
 
 def cmd_demo(args) -> int:
     "The offline demo: compare the samplers at small sizes on SmolLM2-135M-Instruct (arithmetic, or --dataset)."
@@ -192,7 +193,7 @@ def cmd_demo(args) -> int:
     sizes = DEMO_SIZES["arithmetic" if given.get("dataset", "arithmetic").startswith("arithmetic") else "other"]
     cfg = {**sizes, **given}
     print("em-tutorial demo: " + ", ".join(f"{k}={v}" for k, v in cfg.items()) + f" · out={args.out}", flush=True)
-    return _run_compare(cfg, Path(args.out), args.samplers, args.overwrite)
+    return _run_compare(cfg, Path(args.out), args.samplers, args.overwrite, args.dependence)
 
 def _add_compare(sub):
     from em_tutorial.experiments import ALL_METHODS
@@ -201,6 +202,8 @@ def _add_compare(sub):
     p.add_argument("--out", required=True, help="folder for one run folder per method and the results")
     p.add_argument("--samplers", nargs="+", default=list(ALL_METHODS), choices=_choices()["method"],
                    help="methods to compare: samplers, or rejection_m1 (rejection sampling with one try)")
+    p.add_argument("--dependence", type=int, default=0, metavar="N",
+                   help="then test whether answers depend on their rationales (07b) on N held-out questions of the base model and each last round (default 0: off)")
     _add_config_flags(p)
     p.set_defaults(func=cmd_compare)
 
@@ -211,6 +214,8 @@ def _add_demo(sub):
     p.add_argument("--out", default="em_tutorial_demo", help="output folder (default ./em_tutorial_demo)")
     p.add_argument("--samplers", nargs="+", default=list(DEMO_METHODS), choices=_choices()["method"],
                    help="methods to compare (default: " + " ".join(DEMO_METHODS) + "; add rejection_m1 for rejection sampling with one try)")
+    p.add_argument("--dependence", type=int, default=0, metavar="N",
+                   help="then test whether answers depend on their rationales (07b) on N held-out questions of the base model and each last round (default 0: off)")
     _add_config_flags(p, DEMO)
     p.set_defaults(func=cmd_demo)
 

@@ -1,4 +1,4 @@
-"""The base model and EM with rejection sampling (M tries, and one), STaR, PPS and PPS-IW on the same questions, seeds and budgets: one call, a results CSV, a short table, the full one, and plots.
+"""The base model and EM with rejection sampling (M tries, and one), STaR, PPS and PPS-IW on the same questions, seeds and budgets: one call, a results CSV, a short table and the full one; the dependence test on the last rounds.
 
 Docs: https://em-tutorial.github.io/em_tutorial/experiments.html.md"""
 
@@ -6,12 +6,13 @@ Docs: https://em-tutorial.github.io/em_tutorial/experiments.html.md"""
 
 # %% ../nbs/10_experiments.ipynb #f2fc18a7
 from __future__ import annotations
-import csv, io, re, shutil
+import csv, io, json, re, shutil
 import numpy as np
 from pathlib import Path
 from .core import atomic_write_text, read_jsonl
 from .arithmetic import faithful, is_arithmetic
 from .data import load_questions
+from .dependence import DEPENDENCE_FILE, dependence_of_run
 from .em import EMConfig, run_em
 from .samplers import SAMPLERS
 from .evaluate import cut_share, paired_bootstrap
@@ -21,9 +22,9 @@ from fastprogress.fastprogress import progress_bar
 
 # %% auto #0
 __all__ = ['SAMPLER_NAMES', 'VARIANTS', 'ALL_SAMPLERS', 'ALL_METHODS', 'RESULT_COLUMNS', 'CUT_WARNING', 'method_config',
-           'compare', 'collect_results', 'write_results', 'read_results', 'results_table', 'truncation_note',
-           'add_cut_shares', 'eval_path', 'write_evaluations', 'paired_comparison', 'seed_summary', 'seed_pairs',
-           'plot_accuracy_per_token', 'plot_comparison']
+           'compare', 'add_dependence', 'collect_results', 'write_results', 'read_results', 'results_table',
+           'truncation_note', 'add_cut_shares', 'eval_path', 'write_evaluations', 'paired_comparison', 'seed_summary',
+           'seed_pairs']
 
 # %% ../nbs/10_experiments.ipynb #92510bef
 SAMPLER_NAMES = {"base": "base model", "rejection": "rejection sampling", "rejection_m1": "rejection sampling (M = 1)",
@@ -42,6 +43,7 @@ def compare(out_dir,                                   # folder holding one run 
             samplers=ALL_METHODS,                      # which methods to compare: samplers, or variants such as 'rejection_m1'
             overwrite: bool=False,                     # wipe run folders made with another config
             progress: bool=True,                       # print progress lines
+            dependence_n: int|None=0,                  # questions of the dependence test on the base model and each last round (0: off, None: all)
             **config,                                  # EMConfig fields shared by all runs (not `sampler`)
            ) -> list[dict]:
     "Run EM once per method on the same questions, seeds and budgets; return (and write) the results rows."
@@ -59,18 +61,31 @@ def compare(out_dir,                                   # folder holding one run 
                 shutil.copytree(round_dir(first, 0), base, dirs_exist_ok=True)   # the shared base-model evaluation
             run_em(cfg, run_dir, progress=progress)
         first = first or run_dir
+    if dependence_n != 0: add_dependence(out_dir, samplers, n=dependence_n, progress=progress)
     rows = collect_results(out_dir, samplers)
     write_results(rows, out_dir)
     write_evaluations(out_dir, samplers)
     if note := truncation_note(rows): print(("\n" if progress else "") + note, flush=True)   # after the progress bar
     return rows
 
+def add_dependence(out_dir, samplers=ALL_METHODS, n: int|None=None, progress: bool=True) -> list[Path]:
+    "The dependence test (`07b_dependence`) on the base model and each method's last finished round; kept beside their evaluations."
+    done = []
+    for s in samplers:
+        run = Path(out_dir)/s
+        rounds = [k for k in _round_numbers(run) if round_finished(run, k)]
+        for k in dict.fromkeys(([0] if not done and rounds else []) + rounds[-1:]):   # the shared base model once, first
+            if progress: print(f"== dependence test: {SAMPLER_NAMES['base'] if k == 0 else SAMPLER_NAMES.get(s, s)}, round {k}", flush=True)
+            dependence_of_run(run, k, n=n, progress=progress); done.append(round_dir(run, k)/DEPENDENCE_FILE)
+    return done
+
 # %% ../nbs/10_experiments.ipynb #1f62b5f0
 RESULT_COLUMNS = ["sampler", "round", "seed", "accuracy", "ci_low", "ci_high", "accuracy_strict", "n_eval", "n_unparsable",
                   "eval_cut_share", "eval_mean_tokens", "answer_only_accuracy", "rationale_tokens", "early_answer_share",
                   "top_letter_share", "n_sampled", "n_accepted", "acceptance_rate", "sample_cut_share", "tokens_spent",
                   "tokens_per_accepted", "mean_rationale_tokens", "hinted_fraction", "restated_hint_count",
-                  "faithful_rate", "eval_faithful_rate", "hint_leakage", "mean_ess",
+                  "faithful_rate", "eval_faithful_rate", "dependence_n", "dependence_aoc", "dependence_noise", "mistake_followed",
+                  "hint_leakage", "mean_ess",
                   "objective_mc_p", "objective_mc_logp", "objective_is_logp", "objective_is_ess", "objective_mc_elbo", "objective_is_elbo",
                   "sample_s", "train_s", "eval_s"]
 
@@ -105,6 +120,13 @@ def _faithfulness(run_dir, k: int, config: dict) -> dict:
     if k > 0: out["faithful_rate"] = _faithful_share([t for t in read_jsonl(folder/TRACES_FILE) if t["accepted"]], facts, "rationale")
     return out
 
+def _dependence(run_dir, k: int) -> dict:
+    "Round k's dependence test, if it ran (`add_dependence`): questions, area over the early-answering curve, noise floor, mistakes followed."
+    p = round_dir(run_dir, k)/DEPENDENCE_FILE
+    if not p.exists(): return {}
+    s = json.loads(p.read_text())["summary"]
+    return dict(dependence_n=s["n"], dependence_aoc=s["aoc"], dependence_noise=s["noise_floor"], mistake_followed=s["mistake_followed"])
+
 def collect_results(out_dir, samplers=ALL_METHODS) -> list[dict]:
     "Rows of the comparison from the run folders under `out_dir` (finished rounds only); `sampler` holds the method's name."
     rows, base = [], None
@@ -113,7 +135,7 @@ def collect_results(out_dir, samplers=ALL_METHODS) -> list[dict]:
         config = read_config(run) if (run/CONFIG_FILE).exists() else {}
         for k in (k for k in _round_numbers(run) if round_finished(run, k)):
             row = {**_row("base" if k == 0 else s, read_round_metrics(run, k)), "seed": config.get("seed"),
-                   "faithful_rate": None, "eval_faithful_rate": None, **_faithfulness(run, k, config)}
+                   "faithful_rate": None, "eval_faithful_rate": None, **_faithfulness(run, k, config), **_dependence(run, k)}
             if k == 0: base = base or row
             else: rows.append(row)
     return ([base] if base else []) + rows
@@ -166,7 +188,8 @@ _SHORT = [("accuracy (95% CI)", "accuracy_ci", "s"), ("vs base", "vs_base", "+.3
 _FULL = _SHORT[:2] + [("answer-only", "answer_only_accuracy", ".3f"), ("strict", "accuracy_strict", ".3f"),
                       ("unparsable", "unparsable", "s"), ("eval rationale tokens", "rationale_tokens", ".0f"),
                       ("answered at once", "early_answer_share", ".2f"), ("top letter", "top_letter_share", ".2f")] + _SHORT[2:] + [
-         ("faithful accepted", "faithful_rate", ".2f"), ("tokens / accepted", "tokens_per_accepted", ".0f"),
+         ("faithful accepted", "faithful_rate", ".2f"), ("dependence AOC", "dependence_aoc", ".2f"),
+         ("AOC noise floor", "dependence_noise", ".2f"), ("mistake followed", "mistake_followed", ".2f"), ("tokens / accepted", "tokens_per_accepted", ".0f"),
          ("accepted rationale tokens", "mean_rationale_tokens", ".0f"), ("log p̂ MC", "objective_mc_logp", ".2f"),
          ("log p̂ IS", "objective_is_logp", ".2f"), ("hint leakage", "hint_leakage", ".1f"), ("sample s", "sample_s", ".0f"),
          ("train s", "train_s", ".0f")]
@@ -315,105 +338,3 @@ def seed_pairs(root, k: int, samplers=ALL_METHODS, alpha: float=0.05, n_boot: in
             rows.append(dict(a=a, b=b, round=k, n_seeds=len(oa), difference=round(float((ob - oa).mean()), 4),
                              ci_low=round(lo, 4), ci_high=round(hi, 4)))
     return rows
-
-# %% ../nbs/10_experiments.ipynb #cad0614f
-def _colour(method: str) -> str:
-    "One colour per method, the same in every figure."
-    return f"C{ALL_METHODS.index(method)}" if method in ALL_METHODS else f"C{5 + sum(map(ord, method)) % 5}"
-
-def _runs(rows: list[dict]) -> tuple:
-    "The base model's row (or None) and each method's rows in round order; the rows of one seed only."
-    if len({r.get("seed") for r in rows}) > 1:
-        raise ValueError("These rows hold several seeds; plot one seed's rows at a time (e.g. each seed<k>/results.csv).")
-    base = next((r for r in rows if r["sampler"] == "base"), None)
-    methods = [s for s in dict.fromkeys(r["sampler"] for r in rows) if s != "base"]
-    return base, {s: sorted((r for r in rows if r["sampler"] == s), key=lambda r: r["round"]) for s in methods}
-
-def _errorbars(ax, xs, rs, **kw):
-    "Accuracy with its 95% interval (when every point has one) at positions xs."
-    ys = [r["accuracy"] for r in rs]
-    ok = all(r.get("ci_low") is not None and r.get("ci_high") is not None for r in rs)
-    err = [[y - r["ci_low"] for y, r in zip(ys, rs)], [r["ci_high"] - y for y, r in zip(ys, rs)]] if ok else None
-    ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, **kw)
-
-def plot_accuracy_per_token(rows: list[dict], ax=None, title: str|None=None):
-    "Held-out accuracy against the E-step tokens generated so far (summed over rounds), one line per method; returns the axes."
-    import matplotlib.pyplot as plt
-    if ax is None: _, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    base, runs = _runs(rows)
-    for s, rs in runs.items():
-        xs, spent, pts = ([0] if base else []), 0, ([base] if base else [])
-        for r in rs:
-            if r.get("tokens_spent") is None or r.get("accuracy") is None: break   # unknown from here on
-            spent += r["tokens_spent"]; xs.append(spent); pts.append(r)
-        if len(pts) > (1 if base else 0): _errorbars(ax, xs, pts, color=_colour(s), label=SAMPLER_NAMES.get(s, s))
-    if base: ax.axhline(base["accuracy"], color="gray", ls=":", lw=1, label="base model")
-    ax.set(xlabel="E-step tokens generated so far (a marker per round)", ylabel="held-out accuracy", ylim=(0, 1))
-    ax.set_xlim(left=0); ax.grid(alpha=0.3); ax.legend(fontsize=8)
-    ax.set_title(title or "Accuracy against E-step tokens spent (95% CI)", fontsize=10)
-    return ax
-
-# %% ../nbs/10_experiments.ipynb #plot10c1
-def _get(key): return lambda r: r.get(key)
-
-def _faithful_accepted(r):
-    return None if r.get("faithful_rate") is None or r.get("acceptance_rate") is None else r["faithful_rate"] * r["acceptance_rate"]
-
-_PANELS = [  # title, y label, y axis ('share': 0 to 1, 'count': from 0, None: as the data), [(value, style, what it shows)]
-    ("E-step acceptance", "share of training questions", "share",
-     [(_get("acceptance_rate"), "-", "accepted"), (_faithful_accepted, "--", "accepted and faithful")]),
-    ("Cut at the token cap", "share of outputs with no answer", "share",
-     [(_get("eval_cut_share"), "-", "held-out"), (_get("sample_cut_share"), "--", "E-step")]),
-    ("Held-out rationale length before the answer", "tokens", "count", [(_get("rationale_tokens"), "-", "")]),
-    ("Accepted rationale length", "tokens", "count", [(_get("mean_rationale_tokens"), "-", "")]),
-    ("E-step cost per accepted trace", "generated tokens", "count", [(_get("tokens_per_accepted"), "-", "")]),
-    ("Share of the most frequent predicted letter", "share of held-out answers", "share", [(_get("top_letter_share"), "-", "")]),
-    ("Estimated log p(y*|x)", "mean over questions (clipped)", None,
-     [(_get("objective_mc_logp"), "-", "MC"), (_get("objective_is_logp"), "--", "IS")]),
-    ("Hint leakage of accepted hinted traces", "log q(z|x,y*) − log π(z|x)", None, [(_get("hint_leakage"), "-", "")]),
-]
-
-def _draw_panel(ax, base, runs, title, ylabel, scale, series) -> None:
-    "One panel: each method's rounds (from the base model's round 0 where it has the value), one line per series."
-    drawn, xs, ys = [], [], []
-    for value, style, what in series:
-        for s, rs in runs.items():
-            pts = [(r["round"], value(r)) for r in ([base] if base else []) + rs if value(r) is not None]
-            if not pts: continue
-            ax.plot(*zip(*pts), marker="o", ls=style, color=_colour(s))
-            drawn.append((style, what)); xs += [x for x, _ in pts]; ys += [y for _, y in pts]
-    styles = {"-": "solid", "--": "dashed"}
-    kinds = list(dict.fromkeys((styles[st], w) for st, w in drawn if w))
-    ax.set_title(title + (" (" + ", ".join(f"{st}: {w}" for st, w in kinds) + ")" if len(kinds) > 1 else ""), fontsize=10)
-    ax.set_ylabel(ylabel); ax.set_xlabel("EM round")
-    lo, hi = min(xs), max(xs)
-    ax.set_xticks(range(lo, hi + 1)); ax.set_xlim(lo - 0.3, hi + 0.3)
-    if scale == "share": ax.set_ylim(0, 1.05)
-    elif scale == "count": ax.set_ylim(0, 1.1 * max(ys + [1]))
-
-def plot_comparison(rows: list[dict], title: str|None=None):
-    "The panels that have data: accuracy per round and per E-step token, acceptance, cut shares, lengths, cost, collapse and posterior diagnostics; returns the axes."
-    import matplotlib.pyplot as plt
-    if not rows: raise ValueError("No rows to plot; pass the rows of `compare`, `collect_results` or `read_results`.")
-    base, runs = _runs(rows)
-    panels = [p for p in _PANELS if any(v(r) is not None for r in rows for v, _, _ in p[3])]
-    per_token = any(r.get("tokens_spent") is not None for r in rows)
-    n = 1 + per_token + len(panels)
-    fig, axs = plt.subplots((n + 1) // 2, 2, figsize=(10, 3.3 * ((n + 1) // 2)), constrained_layout=True, squeeze=False)
-    axs = list(axs.flat)
-    if n % 2: fig.delaxes(axs.pop())                                  # no empty frame
-    acc = axs[0]
-    for i, (s, rs) in enumerate(runs.items()):
-        pts = ([base] if base else []) + [r for r in rs if r.get("accuracy") is not None]
-        _errorbars(acc, [r["round"] + (i - (len(runs) - 1) / 2) * 0.04 for r in pts], pts, color=_colour(s),
-                   label=SAMPLER_NAMES.get(s, s))
-    if base: acc.axhline(base["accuracy"], color="gray", ls=":", lw=1, label="base model")
-    acc.set(title="Held-out accuracy (greedy, no hint; 95% CI)", ylabel="accuracy", ylim=(0, 1)); acc.title.set_fontsize(10)
-    acc.legend(fontsize=8)
-    if per_token: plot_accuracy_per_token(rows, ax=axs[1])
-    for ax, (t, yl, scale, series) in zip(axs[1 + per_token:], panels): _draw_panel(ax, base, runs, t, yl, scale, series)
-    rounds = [r["round"] for r in rows]
-    acc.set_xlabel("EM round"); acc.set_xticks(range(min(rounds), max(rounds) + 1)); acc.set_xlim(min(rounds) - 0.3, max(rounds) + 0.3)
-    for ax in axs: ax.grid(alpha=0.3)
-    if title: fig.suptitle(title)
-    return np.array(axs)
