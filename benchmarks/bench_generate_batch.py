@@ -8,7 +8,7 @@ Both decode one rationale per ARC-Easy training prompt (bundled sample) at tempe
 (`generate_batch` has no stop rule), so tokens per second are raw generated tokens (up to EOS). `generate_batch` runs
 twice, the first call being its warm-up (it compiles nothing on the CPU but builds its cache and scheduler); the
 second is timed. Our backend is not replaced by it whatever the timing: its samples are not a function of
-(weights, prompt, seed, index) alone, which the samplers' resume guarantees need (`04_generate`).
+(weights, prompt, seed, index) alone, which the samplers' resume guarantees need (`04b_generate`).
 Writes benchmarks/results/<device>-smollm2-generate_batch.json.
 """
 import argparse, json, platform, sys, time

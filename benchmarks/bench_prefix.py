@@ -2,7 +2,7 @@
 
     HF_HUB_OFFLINE=1 python benchmarks/bench_prefix.py --n 128
 
-1. Shared prefix. `prefill` (`03c_kvcache`) runs a prefix that all the prompts of a piece share (at least
+1. Shared prefix. `prefill` (`04a_kvcache`) runs a prefix that all the prompts of a piece share (at least
    `SHARED_PREFIX_MIN` tokens) once, then only each prompt's own tokens. This times greedy decoding of `--n`
    arithmetic validation prompts (a worked example turn makes ~80 of their ~110 tokens common) and `--n` ARC-Easy
    validation prompts from the bundled sample (only the chat header and instruction are common), with the prefix

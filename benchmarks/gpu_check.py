@@ -2,7 +2,7 @@
 
     python benchmarks/gpu_check.py bench --shape qwen2.5-0.5b --weights nf4 ...   # bench_sampling.py
     python benchmarks/gpu_check.py round --shape qwen2.5-0.5b --dataset arc_challenge --questions 1119 --source DIR
-    python benchmarks/gpu_check.py cells nbs/03_models.ipynb nbs/06_mstep.ipynb --flags cuda [--list]
+    python benchmarks/gpu_check.py cells nbs/03b_models.ipynb nbs/06_mstep.ipynb --flags cuda [--list]
     python benchmarks/gpu_check.py smollm2 --check | --pack FILE.tar.gz | --stub FILE.tar.gz
     python benchmarks/gpu_check.py summary --steps steps.tsv --results benchmarks/results
 

@@ -3,7 +3,7 @@
 #   1-2. Qwen2.5-0.5B- and Llama-3.2-1B-shaped models (random weights, bench_sampling.SHAPES) in 4-bit NF4, and the
 #        sampling benchmark on each: peft-wrapped `generate`, batch 64, against em_tutorial's backend (target >= 10x);
 #   3.   one EM round on ARC-Challenge train, 1,119 questions, the 0.5B shape (target <= 2 minutes);
-#   4.   the notebooks' `#| cuda` cells (the cells `nbdev-test --flags cuda` runs, in nbs/03_models and nbs/06_mstep);
+#   4.   the notebooks' `#| cuda` cells (the cells `nbdev-test --flags cuda` runs, in nbs/03b_models and nbs/06_mstep);
 #   5.   JSON under benchmarks/results/ (cuda-*.json; copied to $OUT when that is set) and a short summary.
 # Each step runs under its own `timeout`, clipped to what is left of the budget ($GPU_CHECK_BUDGET, 460 s).
 #
@@ -12,7 +12,7 @@
 #   benchmarks/gpu_check.sh [DIR]             # on the GPU machine: the check (DIR: the carried folder, default .whl)
 #
 # Environment: GPU_CHECK_WHEELS (DIR), GPU_CHECK_BUDGET (seconds, 460), GPU_CHECK_ARC (ARC release folder),
-# GPU_CHECK_NOTEBOOKS (default "nbs/03_models.ipynb nbs/06_mstep.ipynb"), GPU_CHECK_RESULTS (benchmarks/results),
+# GPU_CHECK_NOTEBOOKS (default "nbs/03b_models.ipynb nbs/06_mstep.ipynb"), GPU_CHECK_RESULTS (benchmarks/results),
 # GPU_CHECK_TMP (/tmp/gpu_check), PYTHON (default python3).
 set -u
 cd "$(dirname "$0")/.." || exit 2
@@ -26,7 +26,7 @@ esac
 WHEELS=${1:-${GPU_CHECK_WHEELS:-.whl}}
 PY=${PYTHON:-python3}
 BUDGET=${GPU_CHECK_BUDGET:-460}
-NOTEBOOKS=${GPU_CHECK_NOTEBOOKS:-nbs/03_models.ipynb nbs/06_mstep.ipynb}
+NOTEBOOKS=${GPU_CHECK_NOTEBOOKS:-nbs/03b_models.ipynb nbs/06_mstep.ipynb}
 RESULTS=${GPU_CHECK_RESULTS:-benchmarks/results}
 TMPD=${GPU_CHECK_TMP:-/tmp/gpu_check}
 HELPER=benchmarks/gpu_check.py
