@@ -1,5 +1,5 @@
 """A first and a second `generate` call in a fresh process, with glibc's default `malloc` settings and with
-`steady_malloc` (large blocks from the heap, freed memory kept), on the same prompts and settings as bench_sampling.
+`keep_freed_memory` (large blocks from the heap, freed memory kept), on the same prompts and settings as bench_sampling.
 
     HF_HUB_OFFLINE=1 python benchmarks/bench_malloc.py
 
@@ -31,7 +31,7 @@ def main():
     ap.add_argument("--n-prompts", type=int, default=192); ap.add_argument("--max-new-tokens", type=int, default=128)
     a = ap.parse_args()
     res = dict(n_prompts=a.n_prompts, max_new_tokens=a.max_new_tokens, runs={})
-    for name, flag in (("glibc defaults", "0"), ("steady_malloc", "1")):
+    for name, flag in (("glibc defaults", "0"), ("keep_freed_memory", "1")):
         env = {**os.environ, "EM_TUTORIAL_STEADY_MALLOC": flag, "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0"}
         r = subprocess.run([sys.executable, "-c", CHILD, str(a.n_prompts), str(a.max_new_tokens)], env=env,
                            capture_output=True, text=True, check=True)

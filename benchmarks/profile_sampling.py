@@ -40,7 +40,7 @@ def _timed(spent: Counter, flags: dict):
     wrap(G, "next_tokens", "sampling")
     wrap(G.AnswerStop, "__call__", "stop checks")
     for n in ("write_rows", "trim", "select_rows"): wrap(G, n, "cache")
-    wrap(KV.RoomyLayer, "_place", lambda fl: "prefill: placing" if fl.get("prefill") else "decode: placing")
+    wrap(KV.PreallocatedLayer, "_place", lambda fl: "prefill: placing" if fl.get("prefill") else "decode: placing")
     try: yield
     finally:
         for owner, name, f in saved: setattr(owner, name, f)

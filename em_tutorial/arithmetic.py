@@ -24,6 +24,7 @@ def is_arithmetic(dataset: str) -> bool:
     "Whether `dataset` names the generated arithmetic task (any difficulty)."
     return isinstance(dataset, str) and _NAME.fullmatch(dataset) is not None
 
+# %% ../nbs/02a_arithmetic.ipynb #c0b0f4f2
 def arithmetic_difficulty(dataset: str) -> dict:
     "The steps, digits, operations and kind of choices a name such as 'arithmetic-2step-1digit-mixed' asks for."
     m = _NAME.fullmatch(dataset) if isinstance(dataset, str) else None
@@ -48,6 +49,7 @@ def _problem(rng, steps, digits, ops) -> tuple:
         seq.append((op, b)); v = v + b if op == "+" else v - b
     return start, tuple(seq)
 
+# %% ../nbs/02a_arithmetic.ipynb #273163fc
 def steps_of(start: int, seq) -> list[tuple]:
     "Each step of a problem as (a, op, b, result)."
     out, v = [], start
@@ -56,6 +58,7 @@ def steps_of(start: int, seq) -> list[tuple]:
         out.append((v, op, b, w)); v = w
     return out
 
+# %% ../nbs/02a_arithmetic.ipynb #7767c4c8
 def fact_text(steps) -> str:
     "The worked solution as text: one equation per step, e.g. '6 + 3 = 9; 9 - 4 = 5'."
     return "; ".join(f"{a} {op} {b} = {c}" for a, op, b, c in steps)
@@ -100,6 +103,7 @@ _SHARES = {"train": range(0, 6), "validation": range(6, 8), "test": range(8, 10)
 
 def _stem(start, seq) -> str: return "What is " + str(start) + "".join(f" {op} {b}" for op, b in seq) + "?"
 
+# %% ../nbs/02a_arithmetic.ipynb #043282d7
 def _split_problems(rng, split, steps, digits, ops, want: int) -> dict:
     "Distinct problems of `split`, drawn until `want` of them or the space runs out, grouped by answer."
     by_answer, seen, misses = {}, set(), 0
@@ -110,20 +114,22 @@ def _split_problems(rng, split, steps, digits, ops, want: int) -> dict:
         by_answer.setdefault(steps_of(*key)[-1][3], []).append(key)
     return by_answer
 
-def arithmetic_problems(split: str,                # 'train', 'validation' or 'test'
-                        steps: int=1,              # operations per problem
-                        digits: int=2,             # digits of every operand
-                        ops: str="+",              # operations to draw from: '+' or '+-'
-                        choices: str="pattern",    # 'pattern' (quads of CHOICE_PATTERN) or 'nearmiss' (the first version)
-                        n: int|None=None,          # most problems (None: `ARITHMETIC_SIZES[split]`)
-                        name: str=ARITHMETIC,      # the dataset name written into the ids
-                       ) -> list[dict]:
-    "Generated problems as plain fields: id, stem, choices (4 numbers as text), answer (a letter) and fact (the solution)."
-    if split not in _SHARES: raise ValueError(f"Unknown split {split!r}; choose one of: train, validation, test.")
-    if not ops or set(ops) - set("+-"): raise ValueError(f"ops={ops!r} must be made of '+' and '-'.")
-    if choices not in ("pattern", "nearmiss"): raise ValueError(f"choices={choices!r} must be 'pattern' or 'nearmiss'.")
-    return [dict(p) for p in _generated(split, steps, digits, ops, choices, ARITHMETIC_SIZES[split] if n is None else n, name)]
+# %% ../nbs/02a_arithmetic.ipynb #31db0af0
+def _nearmiss_problems(rng, split, steps, digits, ops, n, name) -> list[dict]:
+    "The first version: each problem with three `near_misses`, shuffled (ids as recorded: without '-nearmiss')."
+    out, seen, misses = [], set(), 0
+    while len(out) < n and misses < 20 * n + 1000:                        # a small space runs out: stop
+        start, seq = _problem(rng, steps, digits, ops)
+        key = (start, seq)
+        if key in seen or seed_hash("arithmetic-split", key) % 10 not in _SHARES[split]: misses += 1; continue
+        seen.add(key); misses = 0
+        steps_ = steps_of(start, seq); ans = steps_[-1][3]
+        choices = [ans, *near_misses(start, seq, rng)]; rng.shuffle(choices)
+        out.append(dict(id=f"{name}-{split}-{len(out):04d}", stem=_stem(start, seq), choices=[str(c) for c in choices],
+                        answer="ABCD"[choices.index(ans)], fact=fact_text(steps_)))
+    return out
 
+# %% ../nbs/02a_arithmetic.ipynb #1225433a
 @functools.lru_cache(maxsize=64)
 def _generated(split, steps, digits, ops, choices, n, name) -> tuple:
     "`arithmetic_problems`, computed once per process (the same name always gives the same problems)."
@@ -138,19 +144,20 @@ def _generated(split, steps, digits, ops, choices, n, name) -> tuple:
                         answer="ABCD"[CHOICE_PATTERN.index(steps_[-1][3] - b)], fact=fact_text(steps_)))
     return tuple(out)
 
-def _nearmiss_problems(rng, split, steps, digits, ops, n, name) -> list[dict]:
-    "The first version: each problem with three `near_misses`, shuffled (ids as recorded: without '-nearmiss')."
-    out, seen, misses = [], set(), 0
-    while len(out) < n and misses < 20 * n + 1000:                        # a small space runs out: stop
-        start, seq = _problem(rng, steps, digits, ops)
-        key = (start, seq)
-        if key in seen or seed_hash("arithmetic-split", key) % 10 not in _SHARES[split]: misses += 1; continue
-        seen.add(key); misses = 0
-        steps_ = steps_of(start, seq); ans = steps_[-1][3]
-        choices = [ans, *near_misses(start, seq, rng)]; rng.shuffle(choices)
-        out.append(dict(id=f"{name}-{split}-{len(out):04d}", stem=_stem(start, seq), choices=[str(c) for c in choices],
-                        answer="ABCD"[choices.index(ans)], fact=fact_text(steps_)))
-    return out
+# %% ../nbs/02a_arithmetic.ipynb #bbc712bb
+def arithmetic_problems(split: str,                # 'train', 'validation' or 'test'
+                        steps: int=1,              # operations per problem
+                        digits: int=2,             # digits of every operand
+                        ops: str="+",              # operations to draw from: '+' or '+-'
+                        choices: str="pattern",    # 'pattern' (quads of CHOICE_PATTERN) or 'nearmiss' (the first version)
+                        n: int|None=None,          # most problems (None: `ARITHMETIC_SIZES[split]`)
+                        name: str=ARITHMETIC,      # the dataset name written into the ids
+                       ) -> list[dict]:
+    "Generated problems as plain fields: id, stem, choices (4 numbers as text), answer (a letter) and fact (the solution)."
+    if split not in _SHARES: raise ValueError(f"Unknown split {split!r}; choose one of: train, validation, test.")
+    if not ops or set(ops) - set("+-"): raise ValueError(f"ops={ops!r} must be made of '+' and '-'.")
+    if choices not in ("pattern", "nearmiss"): raise ValueError(f"choices={choices!r} must be 'pattern' or 'nearmiss'.")
+    return [dict(p) for p in _generated(split, steps, digits, ops, choices, ARITHMETIC_SIZES[split] if n is None else n, name)]
 
 # %% ../nbs/02a_arithmetic.ipynb #c0a1b2d2
 def _by(key): return lambda c: max(range(len(c)), key=lambda i: key(c, i))   # the first choice with the highest key
@@ -166,6 +173,7 @@ CHOICE_RULES = {                                              # rules that see o
     "largest digit sum": _by(lambda c, i: sum(map(int, str(c[i])))),
 }
 
+# %% ../nbs/02a_arithmetic.ipynb #ac826439
 def _features(c, i) -> tuple:
     return (sorted(c).index(c[i]), c[i] % 2, c[i] % 10, _near(c, i), c[i] // 10 % 10)
 
@@ -181,6 +189,7 @@ def learned_choice_rule(problems: list[dict]):
     rate = lambda f, v: (right[f, v] + 1) / (seen[f, v] + 4)                  # smoothed share correct
     return _by(lambda c, i: sum(math.log(rate(f, v)) for f, v in enumerate(_features(c, i))))
 
+# %% ../nbs/02a_arithmetic.ipynb #9e3f374f
 def choices_only_accuracy(problems: list[dict], rule) -> float:
     "The share of `problems` a rule that sees only the choices gets right."
     return sum(rule([int(x) for x in p["choices"]]) == "ABCD".index(p["answer"]) for p in problems) / len(problems)
@@ -198,6 +207,7 @@ def _normal(a: int, op: str, b: int, c: int) -> tuple:
     "An equation as (a, op, b, c) with a sum's terms in increasing order, so that b + a = c is a + b = c."
     return (min(a, b), "+", max(a, b), c) if op == "+" else (a, "-", b, c)
 
+# %% ../nbs/02a_arithmetic.ipynb #e795b356
 def equations(text: str) -> list[tuple]:
     "Every equation written in `text`, in symbols or in words, as (a, op, b, c) with integers, a sum's terms in order."
     out = []
@@ -208,6 +218,7 @@ def equations(text: str) -> list[tuple]:
             out.append((m.start(), _normal(int(a), op, int(b), int(c))))
     return [e for _, e in sorted(out)]
 
+# %% ../nbs/02a_arithmetic.ipynb #7c8de818
 def faithful(fact: str, rationale: str) -> bool:
     "Whether `rationale` writes every step of the solution `fact` (in any order of a sum's terms) and no false equation."
     eqs = equations(rationale)

@@ -14,8 +14,8 @@ from .data import DATASETS, load_questions, split_names, question_text
 from .evaluate import EVAL_METHODS
 
 # %% auto #0
-__all__ = ['DEMO', 'DEMO_SIZES', 'DEMO_METHODS', 'cmd_data', 'build_parser', 'main', 'config_flags', 'config_from_args',
-           'cmd_train', 'cmd_eval', 'cmd_compare', 'cmd_demo']
+__all__ = ['DEMO', 'DEMO_SIZES', 'DEMO_METHODS', 'cmd_data', 'config_flags', 'config_from_args', 'cmd_train', 'cmd_eval',
+           'cmd_compare', 'cmd_demo', 'build_parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #8a4bf893
 def _add_source(p):
@@ -48,26 +48,7 @@ def _add_data(sub):
     p.add_argument("--json", action="store_true", help="one JSON object per split")
     p.set_defaults(func=cmd_data)
 
-# %% ../nbs/11_cli.ipynb #03359851
-def build_parser() -> argparse.ArgumentParser:
-    "The `em-tutorial` argument parser with all subcommands."
-    ap = argparse.ArgumentParser(prog="em-tutorial", description="Learning to reason in LLMs by Expectation Maximization: "
-                                 "the samplers, the EM loop and the evaluation of the em_tutorial package.")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in _SUBCOMMANDS: add(sub)
-    return ap
-
-def main(argv=None) -> int:
-    "Entry point of the `em-tutorial` console script."
-    args = build_parser().parse_args(argv)
-    try: return args.func(args) or 0
-    except (ValueError, FileNotFoundError, RuntimeError) as e:   # errors a user can cause: one sentence, no traceback
-        print(f"em-tutorial: error: {e}", file=sys.stderr)
-        return 2
-
-# %% ../nbs/11_cli.ipynb #ad69471e
-_OWN_FLAGS = ("sampler", "continue_adapter")   # train's --sampler; --restart-adapter sets continue_adapter=False
-
+# %% ../nbs/11_cli.ipynb #68b1884a
 def _choices() -> dict:
     "The registries that name the valid values of some EMConfig fields, and the methods `compare` runs."
     from em_tutorial.models import QUANTIZE
@@ -77,6 +58,9 @@ def _choices() -> dict:
     return {"sampler": tuple(SAMPLERS), "quantize": QUANTIZE, "scheduler": SCHEDULERS,   # datasets: checked by EMConfig
             "method": tuple(dict.fromkeys([*ALL_METHODS, *SAMPLERS]))}
 
+# %% ../nbs/11_cli.ipynb #ad69471e
+_FIELDS_WITH_OWN_FLAG = ("sampler", "continue_adapter")   # train's --sampler; --restart-adapter sets continue_adapter=False
+
 def config_flags() -> dict:
     "EMConfig's fields as flags: name -> (type, help), the help read from the field's own comment (fastcore docments)."
     from fastcore.docments import docments
@@ -84,8 +68,9 @@ def config_flags() -> dict:
     docs = docments(EMConfig)
     types = {"int": int, "float": float}
     return {f.name: (types.get(str(f.type).split(" |")[0], str), docs[f.name])
-            for f in fields(EMConfig) if f.name not in _OWN_FLAGS}
+            for f in fields(EMConfig) if f.name not in _FIELDS_WITH_OWN_FLAG}
 
+# %% ../nbs/11_cli.ipynb #e84540c1
 def _add_config_flags(p, defaults: dict|None=None):
     from em_tutorial.em import EMConfig
     p.add_argument("--config", help="a JSON file of EMConfig fields (flags override it)")
@@ -97,6 +82,7 @@ def _add_config_flags(p, defaults: dict|None=None):
     p.add_argument("--restart-adapter", action="store_true", help="restart from the base model every round, as STaR did")
     p.add_argument("--overwrite", action="store_true", help="wipe a run folder made with another config")
 
+# %% ../nbs/11_cli.ipynb #24d5f94e
 def config_from_args(args, defaults: dict|None=None) -> dict:
     "EMConfig fields from `--config` (if any), then `defaults`, then the flags given."
     cfg = dict(defaults or {})
@@ -120,6 +106,7 @@ def cmd_train(args) -> int:
     print(f"run folder: {args.run_dir}")
     return 0
 
+# %% ../nbs/11_cli.ipynb #a2adf944
 def _add_train(sub):
     p = sub.add_parser("train", help="run EM with one sampler (resumes)",
                        description="Run (or resume) EM: sample, filter, train, evaluate. Several processes or GPUs: "
@@ -148,6 +135,7 @@ def cmd_eval(args) -> int:
     if args.json: print(json.dumps(res.summary()))
     return 0
 
+# %% ../nbs/11_cli.ipynb #a9568f49
 def _add_eval(sub):
     p = sub.add_parser("eval", help="evaluate a run folder or a model", description="Chain-of-thought or log-likelihood accuracy with 95% intervals.")
     p.add_argument("--run-dir", help="a folder written by `em-tutorial train`")
@@ -171,6 +159,7 @@ DEMO_SIZES = {"arithmetic": DEMO,   # per dataset: a rationale of tens of tokens
               "other": dict(DEMO, dataset="arc_easy", n_train=16, n_eval=24, budget=2, max_new_tokens=80, epochs=2, chunk_size=8)}
 DEMO_METHODS = ("rejection", "star", "pps")   # the paper's three; --samplers changes them
 
+# %% ../nbs/11_cli.ipynb #e64b89c1
 def _run_compare(cfg: dict, out: Path, samplers, overwrite: bool, dependence_n: int=0) -> int:
     from em_tutorial.experiments import compare, results_table
     from em_tutorial.figures import plot_comparison
@@ -187,6 +176,7 @@ def cmd_compare(args) -> int:
     "Compare the base model and EM with each sampler."
     return _run_compare(config_from_args(args), Path(args.out), args.samplers, args.overwrite, args.dependence)
 
+# %% ../nbs/11_cli.ipynb #ff320840
 def cmd_demo(args) -> int:
     "The offline demo: compare the samplers at small sizes on SmolLM2-135M-Instruct (arithmetic, or --dataset)."
     given = config_from_args(args)
@@ -195,6 +185,7 @@ def cmd_demo(args) -> int:
     print("em-tutorial demo: " + ", ".join(f"{k}={v}" for k, v in cfg.items()) + f" · out={args.out}", flush=True)
     return _run_compare(cfg, Path(args.out), args.samplers, args.overwrite, args.dependence)
 
+# %% ../nbs/11_cli.ipynb #d716aa65
 def _add_compare(sub):
     from em_tutorial.experiments import ALL_METHODS
     p = sub.add_parser("compare", help="base model vs EM with each method",
@@ -207,6 +198,7 @@ def _add_compare(sub):
     _add_config_flags(p)
     p.set_defaults(func=cmd_compare)
 
+# %% ../nbs/11_cli.ipynb #f066e79a
 def _add_demo(sub):
     p = sub.add_parser("demo", help="offline comparison of the samplers in minutes on a CPU",
                        description="Offline demo: base model vs rejection sampling, STaR and PPS on SmolLM2-135M-Instruct and the generated arithmetic task "
@@ -221,3 +213,21 @@ def _add_demo(sub):
 
 # %% ../nbs/11_cli.ipynb #90bc25ba
 _SUBCOMMANDS = [_add_data, _add_demo, _add_train, _add_eval, _add_compare]
+
+# %% ../nbs/11_cli.ipynb #03359851
+def build_parser() -> argparse.ArgumentParser:
+    "The `em-tutorial` argument parser with all subcommands."
+    ap = argparse.ArgumentParser(prog="em-tutorial", description="Learning to reason in LLMs by Expectation Maximization: "
+                                 "the samplers, the EM loop and the evaluation of the em_tutorial package.")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in _SUBCOMMANDS: add(sub)
+    return ap
+
+# %% ../nbs/11_cli.ipynb #00295c22
+def main(argv=None) -> int:
+    "Entry point of the `em-tutorial` console script."
+    args = build_parser().parse_args(argv)
+    try: return args.func(args) or 0
+    except (ValueError, FileNotFoundError, RuntimeError) as e:   # errors a user can cause: one sentence, no traceback
+        print(f"em-tutorial: error: {e}", file=sys.stderr)
+        return 2

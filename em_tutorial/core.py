@@ -10,9 +10,9 @@ import hashlib, json, os, tempfile
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['threads_for_test', 'installed', 'cache_dir', 'atomic_write_text', 'atomic_write_json', 'append_jsonl', 'read_jsonl',
-           'repair_jsonl', 'seed_hash', 'file_sha256', 'mermaid_for_quarto', 'rank', 'world_size', 'local_rank',
-           'is_main_process', 'barrier']
+__all__ = ['threads_for_test', 'installed', 'cache_dir', 'atomic_write_text', 'atomic_write_json', 'append_jsonl', 'write_jsonl',
+           'read_jsonl', 'repair_jsonl', 'seed_hash', 'file_sha256', 'mermaid_for_quarto', 'rank', 'world_size',
+           'local_rank', 'is_main_process', 'barrier']
 
 # %% ../nbs/00_core.ipynb #d0a4cf2d
 def threads_for_test():
@@ -62,6 +62,7 @@ def atomic_write_text(path, text: str) -> Path:
         raise
     return path
 
+# %% ../nbs/00_core.ipynb #cc301921
 def atomic_write_json(path, obj) -> Path:
     "Write `obj` as indented JSON to `path`, atomically."
     return atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
@@ -75,6 +76,12 @@ def append_jsonl(path, rows) -> None:
         for r in rows: f.write(json.dumps(r, default=str) + "\n")
         f.flush(); os.fsync(f.fileno())
 
+# %% ../nbs/00_core.ipynb #bfa81f30
+def write_jsonl(path, rows) -> Path:
+    "Write `rows` (dicts) as the JSONL file `path`, one line each, atomically (replacing any old file)."
+    return atomic_write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in rows))
+
+# %% ../nbs/00_core.ipynb #00e8e74d
 def read_jsonl(path) -> list[dict]:
     "Read a JSONL file written by `append_jsonl`, ignoring a torn last line; a missing file reads as empty."
     path = Path(path)
@@ -123,14 +130,17 @@ def rank() -> int:
     "This process's index among all processes (0 without a launcher)."
     return int(os.environ.get("RANK", "0"))
 
+# %% ../nbs/00_core.ipynb #693608d0
 def world_size() -> int:
     "The number of processes (1 without a launcher)."
     return int(os.environ.get("WORLD_SIZE", "1"))
 
+# %% ../nbs/00_core.ipynb #f0dafab4
 def local_rank() -> int:
     "This process's index on this machine: its GPU (0 without a launcher)."
     return int(os.environ.get("LOCAL_RANK", "0"))
 
+# %% ../nbs/00_core.ipynb #5f78cd35
 def is_main_process() -> bool:
     "Whether this is the process that writes files (rank 0)."
     return rank() == 0

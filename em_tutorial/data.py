@@ -88,6 +88,7 @@ def check_dataset(dataset: str) -> str:
                          "(arithmetic also as e.g. 'arithmetic-2step-1digit-mixed').")
     return dataset
 
+# %% ../nbs/02b_data.ipynb #2c426e3d
 INSTRUCTIONS = ("step", "brief")   # "think step by step"; the same in at most three short sentences (for long-winded models)
 
 def check_instruction(instruction: str, dataset: str) -> str:
@@ -104,6 +105,7 @@ def check_hint_style(style: str) -> str:
         raise ValueError(f"Unknown hint style {style!r}; choose 'auto' or one of: {', '.join(HINT_WORDING)}.")
     return style
 
+# %% ../nbs/02b_data.ipynb #e9f9a6fe
 def split_names(dataset: str) -> tuple:
     "The split names a dataset reports: MMLU's are dev/validation/test, the others' train/validation/test."
     return ("dev", "validation", "test") if check_dataset(dataset) == "mmlu" else SPLITS
@@ -166,6 +168,7 @@ def _mmlu_id(subject, row) -> str:
     "MMLU has no ids: name a question by subject and a hash of its text, the same in the sample, the release and the Hub."
     return f"{subject}/" + hashlib.sha1("\x1f".join(row[:5]).encode()).hexdigest()[:10]
 
+# %% ../nbs/02b_data.ipynb #05fd60d8
 def read_local(dataset: str, split: str, root, subjects=None) -> list[MCQuestion]:
     "Read `dataset`'s `split` from a local folder in the original release formats."
     dataset, split, root = check_dataset(dataset), check_split(dataset, split), Path(root).expanduser()
@@ -300,6 +303,7 @@ def question_text(q: MCQuestion) -> str:
     "The stem followed by one line per lettered choice."
     return q.question + "\n\n" + "\n".join(f"{l}) {c}" for l, c in zip(q.labels, q.choices))
 
+# %% ../nbs/02b_data.ipynb #6bd510aa
 _REASON = {"step": "Think step by step", "brief": "Think step by step in at most three short sentences"}
 
 def hint_style(q: MCQuestion) -> str:

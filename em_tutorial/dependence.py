@@ -26,6 +26,7 @@ __all__ = ['FRACTIONS', 'ANSWER_TOKENS', 'DEPENDENCE_FILE', 'answer_opener', 'fo
 FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)   # the cuts: shares of the rationale's tokens kept
 ANSWER_TOKENS = 8                          # most tokens decoded for a number (' 165.' is 5 tokens for SmolLM2)
 
+# %% ../nbs/07b_dependence.ipynb #f42fa8b8
 def answer_opener(q: MCQuestion) -> str:
     "What a forced answer starts with: 'The answer is (' (a letter follows), or 'The answer is' on arithmetic (a number follows)."
     return OPENER if is_arithmetic(q.dataset) else ANSWER_FORMAT.split("{")[0]
@@ -68,6 +69,7 @@ class Site(NamedTuple):
     end: int
     original: str
 
+# %% ../nbs/07b_dependence.ipynb #b1c41394
 def _last_result(z: str) -> tuple[int, int]|None:
     "(start, end) of the digits of the result of `z`'s last equation, found with `equations` alone."
     eqs = equations(z)
@@ -77,6 +79,7 @@ def _last_result(z: str) -> tuple[int, int]|None:
     while end < len(z) and z[end].isdigit(): end += 1
     return (start, end) if z[start:end] == str(eqs[-1][3]) else None
 
+# %% ../nbs/07b_dependence.ipynb #22ba255d
 _NAMED = re.compile(r"\(([A-J])\)|(?<![\w(])([A-J])\)")   # '(C)' or 'C)'
 
 def mistake_site(q: MCQuestion, z: str) -> Site|None:
@@ -112,6 +115,7 @@ def _short(q: MCQuestion, statement: str) -> str:
     "The answer in a forced statement: 'C' from 'The answer is (C).', '165' from 'The answer is 165.'"
     return statement[len(answer_opener(q)):].strip().removesuffix(".").strip("()")
 
+# %% ../nbs/07b_dependence.ipynb #821f687a
 def _question_row(model, tokenizer, q: MCQuestion, text: str, fractions) -> dict:
     "Early answers, the noise check and the inserted mistakes for one question and its model-written `text`."
     z, sep, _ = rationale_parts(q, text)
@@ -134,6 +138,7 @@ def _question_row(model, tokenizer, q: MCQuestion, text: str, fractions) -> dict
 # %% ../nbs/07b_dependence.ipynb #6c7454c3
 def _mean(xs) -> float|None: return round(sum(xs) / len(xs), 4) if xs else None
 
+# %% ../nbs/07b_dependence.ipynb #10df8631
 def summarise_dependence(rows: list[dict], fractions=FRACTIONS) -> dict:
     "Per-fraction change shares, AOC, noise floor, mistake-follow shares and readout checks of `rationale_dependence` rows."
     changed = [_mean([r["changed"][j] for r in rows]) for j in range(len(fractions))]
@@ -175,6 +180,7 @@ def rationale_dependence(model,                      # a causal LM (plain or pef
 DEPENDENCE_FILE = "dependence.json"   # in a round's folder, beside eval.jsonl
 _RUN_FILES = dict(config="config.json", round="round_{k}", eval="eval.jsonl", adapter="adapter")   # `runs` (08) owns these
 
+# %% ../nbs/07b_dependence.ipynb #6f58bd56
 def dependence_of_run(run_dir,                  # an EM run folder: config.json and round_k/eval.jsonl
                       round_k: int,             # the round (0: the base model)
                       n: int|None=None,         # test only the first n evaluated questions (None: all)

@@ -6,17 +6,18 @@ Docs: https://em-tutorial.github.io/em_tutorial/em.html.md"""
 
 # %% ../nbs/09_em.ipynb #247bcc6e
 from __future__ import annotations
-import inspect, json, time
+import inspect, time
 from contextlib import nullcontext
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 
-from .core import (append_jsonl, atomic_write_text, read_jsonl, repair_jsonl, seed_hash, rank, world_size,
-                              local_rank, is_main_process, barrier)
+from .core import (append_jsonl, write_jsonl, read_jsonl, repair_jsonl, seed_hash, rank, world_size, local_rank,
+                              is_main_process, barrier)
 from .data import HINT_DEFAULT, load_questions, check_dataset, check_split, check_hint_style, check_instruction
 from .models import QUANTIZE, TINY_MODELS, check_model, load_model, add_lora
 from .generate import Completion
-from .samplers import SAMPLERS, Trace, get_sampler, sampler_stats, score_accepted
+from .samplers import (MAX_NEW_TOKENS, SAMPLERS, TEMPERATURE, TOP_P, Trace, get_sampler, sampler_stats,
+                                  score_accepted)
 from .scoring import estimate_objective, summarise_objective
 from .mstep import SCHEDULERS, train_mstep, save_adapter
 from .evaluate import EVAL_METHODS, EvalResult, cut_share, evaluate_cot, loglik_accuracy, score_cot
@@ -25,7 +26,8 @@ from .runs import (ADAPTER_DIR, EVAL_FILE, TRACES_FILE, TRAIN_LOG, RunLock, fini
                               round_finished, step_done, write_round_metrics)
 
 # %% auto #0
-__all__ = ['OBJECTIVE_FILE', 'EMConfig', 'derive_seed', 'sampler_options', 'run_em', 'evaluate_run']
+__all__ = ['OBJECTIVE_FILE', 'EMConfig', 'derive_seed', 'sampler_options', 'mstep_options', 'lora_options', 'run_em',
+           'evaluate_run']
 
 # %% ../nbs/09_em.ipynb #ea8f6852
 @dataclass
@@ -41,9 +43,9 @@ class EMConfig:
     n_eval: int = 64                  # held-out questions for greedy accuracy
     eval_split: str = "validation"    # split the held-out questions come from
     budget: int = 4                   # tries per question of rejection sampling (M); hinted samples of pps_iw (K)
-    temperature: float = 0.7          # E-step sampling temperature
-    top_p: float = 0.95               # E-step nucleus mass
-    max_new_tokens: int = 256         # rationale length cap (sampling and evaluation)
+    temperature: float = TEMPERATURE  # E-step sampling temperature
+    top_p: float = TOP_P              # E-step nucleus mass
+    max_new_tokens: int = MAX_NEW_TOKENS  # rationale length cap (sampling and evaluation)
     instruction: str = "step"         # how the prompts ask for reasoning: step, or brief (at most three short sentences)
     hint_style: str = HINT_DEFAULT    # the hint sentence's wording: auto (chosen per dataset kind), plain, key, hint, check; legacy: the first prompt
     lora_r: int = 16                  # LoRA rank
@@ -96,6 +98,7 @@ _POSITIVE_INTS = ("rounds", "n_train", "n_eval", "budget", "max_new_tokens", "lo
 def _one_of(name: str, value, valid) -> None:
     if value not in valid: raise ValueError(f"{name}={value!r} is not valid; choose one of: {', '.join(valid)}.")
 
+# %% ../nbs/09_em.ipynb #0b8f2ef6
 def _check_config(c: EMConfig) -> None:
     "Check every field of `c`, raising one sentence that names the field and its valid values."
     _one_of("sampler", c.sampler, tuple(SAMPLERS)); check_dataset(c.dataset); _one_of("quantize", c.quantize, QUANTIZE)
@@ -132,6 +135,17 @@ def sampler_options(config: EMConfig, progress: bool = False) -> dict:
     params = inspect.signature(get_sampler(config.sampler)).parameters
     return {**shared, **{k: v for k, v in dict(budget=config.budget).items() if k in params}}
 
+# %% ../nbs/09_em.ipynb #38354b8f
+def mstep_options(config: EMConfig) -> dict:
+    "The keyword options `train_mstep` takes from the config (its seed is derived per round)."
+    return dict(epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, grad_accum=config.grad_accum,
+                scheduler=config.scheduler, warmup_ratio=config.warmup_ratio, max_len=config.max_len)
+
+# %% ../nbs/09_em.ipynb #306312b2
+def lora_options(config: EMConfig) -> dict:
+    "The keyword options `add_lora` takes from the config: rank, alpha and dropout."
+    return dict(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
+
 # %% ../nbs/09_em.ipynb #2f53d13a
 def _merge_shards(path: Path, shards: list, order: dict) -> None:
     "Fold per-process JSONL files into `path` (one row per qid, the first wins), in question order; then delete them."
@@ -139,9 +153,10 @@ def _merge_shards(path: Path, shards: list, order: dict) -> None:
     for p in [path, *shards]:
         for r in read_jsonl(p): rows.setdefault(r["qid"], r)
     ordered = sorted(rows.values(), key=lambda r: order.get(r["qid"], len(order)))
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in ordered))
+    write_jsonl(path, ordered)
     for p in shards: p.unlink()
 
+# %% ../nbs/09_em.ipynb #b0a2cbb9
 def _sample_round(policy, config: EMConfig, folder: Path, k: int, questions: list, log) -> list:
     "E-step of round k: the traces of `questions`, in question order; chunk c is sampled by process c mod N, and only once."
     path, me, n_proc = folder/TRACES_FILE, rank(), world_size()
@@ -190,7 +205,7 @@ class _Policy:
         c = self.config
         base, self.tokenizer = load_model(c.model, quantize=c.quantize, device=_device(), verbose=self.progress)
         torch.manual_seed(derive_seed(c.seed, 0, "lora"))
-        self.model = add_lora(base, r=c.lora_r, alpha=c.lora_alpha, dropout=c.lora_dropout, verbose=self.progress)
+        self.model = add_lora(base, **lora_options(c), verbose=self.progress)
         self.init = {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model).items()}
 
     def load_adapter(self, folder):
@@ -201,6 +216,7 @@ class _Policy:
         state = self.init if folder is None else load_file(str(Path(folder)/"adapter_model.safetensors"))
         set_peft_model_state_dict(model, state)
 
+# %% ../nbs/09_em.ipynb #e41256cd
 def _device() -> str:
     import torch
     return f"cuda:{local_rank()}" if torch.cuda.is_available() else "cpu"
@@ -213,9 +229,7 @@ def _train_round(policy, config: EMConfig, folder: Path, k: int, traces: list, p
     if not config.continue_adapter and n_acc: policy.load_adapter(None)     # STaR: restart from the base model
     log(f"round {k}: M-step on {n_acc} accepted traces")
     t0 = time.time()
-    stats = train_mstep(policy(), policy.tokenizer, traces, folder/ADAPTER_DIR, epochs=config.epochs, lr=config.lr,
-                        batch_size=config.batch_size, grad_accum=config.grad_accum, max_len=config.max_len,
-                        scheduler=config.scheduler, warmup_ratio=config.warmup_ratio,
+    stats = train_mstep(policy(), policy.tokenizer, traces, folder/ADAPTER_DIR, **mstep_options(config),
                         seed=derive_seed(config.seed, k, "train"), log_csv=folder/TRAIN_LOG,
                         callbacks=[kill_callback(f"round{k}.train")])
     if stats is None:                                                       # nothing to train on: θ(k) = θ(k-1)
@@ -224,6 +238,7 @@ def _train_round(policy, config: EMConfig, folder: Path, k: int, traces: list, p
     if is_main_process(): mark_step(folder, "trained", {"train": stats, "seconds": round(time.time() - t0, 2)})
     barrier()
 
+# %% ../nbs/09_em.ipynb #ca2a65ac
 def _round_info(config: EMConfig, folder: Path, traces: list) -> dict:
     "What round k's metrics.json records about its E-step and M-step."
     sampled, trained = read_marker(folder, "sampled"), read_marker(folder, "trained")
@@ -246,7 +261,7 @@ def _evaluate(policy, config: EMConfig, run_dir: Path, k: int, eval_qs: list, in
     res = evaluate_cot(policy(), policy.tokenizer, mine, max_new_tokens=config.max_new_tokens, batch_size=config.gen_batch_size,
                        seed=config.seed, progress=policy.progress and is_main_process()) if mine else None
     if n_proc > 1:                                        # gather every process's completions, score them all at once
-        atomic_write_text(folder/f"eval.rank{me}.jsonl", "".join(json.dumps(r) + "\n" for r in (res.rows if res else [])))
+        write_jsonl(folder/f"eval.rank{me}.jsonl", res.rows if res else [])
         barrier()
         if is_main_process():
             by_qid = {r["qid"]: r for p in folder.glob("eval.rank*.jsonl") for r in read_jsonl(p)}
@@ -255,14 +270,14 @@ def _evaluate(policy, config: EMConfig, run_dir: Path, k: int, eval_qs: list, in
                             info=res.info if res else {})
     if is_main_process():
         ev = res.summary()
-        atomic_write_text(folder/EVAL_FILE, "".join(json.dumps(r) + "\n" for r in res.rows))
+        write_jsonl(folder/EVAL_FILE, res.rows)
         answer_only = loglik_accuracy(policy(), policy.tokenizer, eval_qs, method="letter", seed=config.seed,
                                       progress=False)                  # the same model, no rationale
         objective = None
         if config.objective_k:                             # the EM objective, estimated on the first objective_n questions
             obj = estimate_objective(policy(), policy.tokenizer, eval_qs[:config.objective_n], k=config.objective_k,
                                      max_new_tokens=config.max_new_tokens, seed=config.seed, batch_size=config.gen_batch_size)
-            atomic_write_text(folder/OBJECTIVE_FILE, "".join(json.dumps(r) + "\n" for r in obj)); objective = summarise_objective(obj)
+            write_jsonl(folder/OBJECTIVE_FILE, obj); objective = summarise_objective(obj)
         maybe_kill(f"round{k}.eval")
         seconds = {**info.get("seconds", {}), "eval": round(time.time() - t0, 2)}
         write_round_metrics(run_dir, k, {**info, "round": k, "eval": ev, "answer_only": answer_only.summary(), "objective": objective,

@@ -17,9 +17,9 @@ import numpy as np
 from .data import MCQuestion, build_prompt, question_text, grade, answer_start, answer_stated
 
 # %% auto #0
-__all__ = ['LOGLIK_METHODS', 'EARLY_TOKENS', 'EVAL_METHODS', 'bootstrap_ci', 'wilson_ci', 'paired_bootstrap', 'EvalResult',
-           'loglik_requests', 'encode_pair', 'loglikelihoods', 'loglik_accuracy', 'is_cut', 'cut_share', 'score_cot',
-           'collapse_stats', 'evaluate_cot']
+__all__ = ['LOGLIK_METHODS', 'EARLY_ANSWER_MAX_TOKENS', 'EVAL_METHODS', 'bootstrap_ci', 'wilson_ci', 'paired_bootstrap',
+           'EvalResult', 'loglik_requests', 'encode_pair', 'loglikelihoods', 'loglik_accuracy', 'is_cut', 'cut_share',
+           'score_cot', 'collapse_stats', 'evaluate_cot']
 
 # %% ../nbs/07a_evaluate.ipynb #119f27c2
 def bootstrap_ci(correct,             # outcomes per question: 0/1 or booleans
@@ -61,9 +61,7 @@ def paired_bootstrap(a,                   # outcomes of model A per question: 0/
     boots = d[np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)   # (B,)
     return float(d.mean()), float(np.quantile(boots, alpha / 2)), float(np.quantile(boots, 1 - alpha / 2))
 
-# %% ../nbs/07a_evaluate.ipynb #d89a4547
-def _ci(x): return None if x is None else (round(x[0], 4), round(x[1], 4))
-
+# %% ../nbs/07a_evaluate.ipynb #7912c9d2
 @dataclass
 class EvalResult:
     "The outcome of one evaluation: accuracies with 95% intervals, cost, and one row per question."
@@ -119,18 +117,23 @@ class EvalResult:
         if self.diagnostics:
             d = self.diagnostics
             lines += [f"| rationale tokens before the answer | {d['mean_rationale_tokens']:.1f} |",
-                      f"| answered within {EARLY_TOKENS} tokens | {d['early_answer_share']:.2f} |",
+                      f"| answered within {EARLY_ANSWER_MAX_TOKENS} tokens | {d['early_answer_share']:.2f} |",
                       f"| predicted letters (gold) | {_letters(d)} |"]
         lines.append(f"| chance | {self.chance:.3f} |")
         if self.seconds is not None: lines.append(f"| time | {self.seconds:.0f} s |")
         return "\n".join(lines)
 
+# %% ../nbs/07a_evaluate.ipynb #7879e0fa
+def _ci(x): return None if x is None else (round(x[0], 4), round(x[1], 4))
+
 def _accuracy(correct, n_boot=2000, seed=0):
     "Mean and bootstrap interval of 0/1 outcomes."
     return float(np.mean(correct)), _ci(bootstrap_ci(correct, n_boot=n_boot, seed=seed))
 
+# %% ../nbs/07a_evaluate.ipynb #aafdf517
 def _chance(questions) -> float: return float(np.mean([1 / len(q.choices) for q in questions]))
 
+# %% ../nbs/07a_evaluate.ipynb #81649a39
 def _check_questions(questions) -> list:
     questions = list(questions)
     if not questions: raise ValueError("No questions to evaluate; pass a non-empty list from load_questions.")
@@ -138,17 +141,14 @@ def _check_questions(questions) -> list:
         raise ValueError("questions must be MCQuestion records; load them with em_tutorial.data.load_questions.")
     return questions
 
-def _model_info(model) -> dict:
-    info = getattr(model, "_em_info", None) or getattr(getattr(getattr(model, "base_model", None), "model", None), "_em_info", None) or {}
-    name = info.get("name") or Path(str(getattr(model.config, "_name_or_path", "") or model.config.model_type)).name
-    return {"model": name, "adapter": info.get("adapter")}
-
+# %% ../nbs/07a_evaluate.ipynb #e660722e
 def _data_info(questions) -> dict:
     return {"dataset": ",".join(sorted({q.dataset for q in questions})), "split": ",".join(sorted({q.split for q in questions}))}
 
 # %% ../nbs/07a_evaluate.ipynb #4b0272ef
 LOGLIK_METHODS = ("choice_text", "letter")
 
+# %% ../nbs/07a_evaluate.ipynb #ec60773e
 def _mmlu_description(q: MCQuestion, kind: str) -> str:
     "The harness's MMLU task description, naming the subject with spaces; none for a question without a subject."
     return f"The following are {kind} (with answers) about {q.subject.replace('_', ' ')}.\n\n" if q.subject else ""
@@ -174,6 +174,7 @@ def loglik_requests(q: MCQuestion, method: str="choice_text") -> list[tuple[str,
         return [(ctx, f" {l}") for l in q.labels]
     raise ValueError(f"method={method!r} is not one of {', '.join(map(repr, LOGLIK_METHODS))}.")
 
+# %% ../nbs/07a_evaluate.ipynb #cc839515
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
     "Token ids of `context` and of `continuation` as it is tokenised after the context (harness style)."
     n_space = len(context) - len(context.rstrip(" "))
@@ -190,6 +191,19 @@ def _progress(items, progress: bool):
     from fastprogress.fastprogress import progress_bar
     return progress_bar(items, leave=False)
 
+# %% ../nbs/07a_evaluate.ipynb #ff6b86a7
+def _shared_rows(encoded,  # (context ids, continuation ids) pairs
+                ) -> tuple[dict, list]:
+    "One row per distinct model input: input -> (row index, longest continuation scored on it); and each request's row."
+    rows, row_of = {}, []
+    for ctx, cont in encoded:
+        if not cont: raise ValueError("A continuation is empty; every choice needs at least one token.")
+        key = tuple(ctx + cont[:-1])
+        i, k = rows.get(key, (len(rows), 0))
+        rows[key] = (i, max(k, len(cont))); row_of.append(i)
+    return rows, row_of
+
+# %% ../nbs/07a_evaluate.ipynb #820cd9ae
 def loglikelihoods(model,              # a causal LM (plain or peft-wrapped)
                    tokenizer,          # its tokenizer (needs a pad or EOS token)
                    requests,           # (context, continuation) string pairs
@@ -202,12 +216,7 @@ def loglikelihoods(model,              # a causal LM (plain or peft-wrapped)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad is None: raise ValueError("The tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token first.")
     encoded = [encode_pair(tokenizer, c, x) for c, x in requests]
-    rows, row_of = {}, []          # model input -> (row index, longest continuation scored on it)
-    for ctx, cont in encoded:
-        if not cont: raise ValueError("A continuation is empty; every choice needs at least one token.")
-        key = tuple(ctx + cont[:-1])
-        i, k = rows.get(key, (len(rows), 0))
-        rows[key] = (i, max(k, len(cont))); row_of.append(i)
+    rows, row_of = _shared_rows(encoded)
     inputs = sorted(rows.items(), key=lambda kv: -len(kv[0]))
     logps = [None] * len(rows)     # row index -> (k, V) log-probabilities of its last k positions
     from em_tutorial.kvcache import prefill
@@ -226,6 +235,12 @@ def loglikelihoods(model,              # a causal LM (plain or peft-wrapped)
         lp = logps[i][-len(cont):]  # (len(cont), V): position t predicts cont[t]
         scores.append(float(lp[torch.arange(len(cont)), torch.tensor(cont)].sum()))
     return scores
+
+# %% ../nbs/07a_evaluate.ipynb #0d425b65
+def _model_info(model) -> dict:
+    info = getattr(model, "_em_info", None) or getattr(getattr(getattr(model, "base_model", None), "model", None), "_em_info", None) or {}
+    name = info.get("name") or Path(str(getattr(model.config, "_name_or_path", "") or model.config.model_type)).name
+    return {"model": name, "adapter": info.get("adapter")}
 
 # %% ../nbs/07a_evaluate.ipynb #b8388d98
 def loglik_accuracy(model,                     # a causal LM (plain or peft-wrapped)
@@ -266,6 +281,7 @@ def is_cut(text,                 # a generated output
     "Whether an output ran into the token cap without stating an answer: generation was cut, not finished."
     return n_tokens >= max_new_tokens and not (isinstance(text, str) and answer_stated(text))
 
+# %% ../nbs/07a_evaluate.ipynb #cbad932c
 def cut_share(outputs,                   # (text, n_tokens) pairs
               max_new_tokens: int|None,  # the cap they were generated under; None: unknown
              ) -> float|None:
@@ -305,7 +321,7 @@ def score_cot(questions,             # MCQuestion records
                       rows=rows, info={**_data_info(questions), **(info or {})})
 
 # %% ../nbs/07a_evaluate.ipynb #1b618704
-EARLY_TOKENS = 10   # an answer stated within this many generated tokens counts as answered at once
+EARLY_ANSWER_MAX_TOKENS = 10   # an answer stated within this many generated tokens counts as answered at once
 
 def collapse_stats(rows,       # `score_cot` rows: gold, parsed, text
                    tokenizer,  # the model's tokenizer, to count rationale tokens
@@ -319,8 +335,9 @@ def collapse_stats(rows,       # `score_cot` rows: gold, parsed, text
     top = max((v for k, v in predicted.items() if k != "none"), default=0)
     return dict(predicted=dict(sorted(predicted.items())), gold=dict(sorted(Counter(r["gold"] for r in rows).items())),
                 top_letter_share=top / len(rows), mean_rationale_tokens=float(np.mean(n_before)),
-                early_answer_share=float(np.mean([s is not None and n <= EARLY_TOKENS for s, n in zip(starts, n_before)])))
+                early_answer_share=float(np.mean([s is not None and n <= EARLY_ANSWER_MAX_TOKENS for s, n in zip(starts, n_before)])))
 
+# %% ../nbs/07a_evaluate.ipynb #68cfe664
 def _letters(d: dict) -> str:
     return ", ".join(f"{k} {d['predicted'].get(k, 0)} ({d['gold'].get(k, 0)})" for k in sorted(set(d["predicted"]) | set(d["gold"])))
 

@@ -21,24 +21,24 @@ from .runs import (CONFIG_FILE, EVAL_FILE, TRACES_FILE, RunLock, prepare_run_dir
 from fastprogress.fastprogress import progress_bar
 
 # %% auto #0
-__all__ = ['SAMPLER_NAMES', 'VARIANTS', 'ALL_SAMPLERS', 'ALL_METHODS', 'RESULT_COLUMNS', 'CUT_WARNING', 'method_config',
-           'compare', 'add_dependence', 'collect_results', 'write_results', 'read_results', 'results_table',
-           'truncation_note', 'add_cut_shares', 'eval_path', 'write_evaluations', 'paired_comparison', 'seed_summary',
-           'seed_pairs']
+__all__ = ['METHOD_NAMES', 'VARIANTS', 'ALL_METHODS', 'RESULT_COLUMNS', 'CUT_WARNING', 'method_config', 'compare',
+           'add_dependence', 'collect_results', 'write_results', 'read_results', 'results_table', 'truncation_note',
+           'add_cut_shares', 'eval_path', 'write_evaluations', 'paired_comparison', 'seed_summary', 'seed_pairs']
 
 # %% ../nbs/10a_experiments.ipynb #92510bef
-SAMPLER_NAMES = {"base": "base model", "rejection": "rejection sampling", "rejection_m1": "rejection sampling (M = 1)",
-                 "star": "STaR", "pps": "PPS", "pps_iw": "PPS-IW"}     # display names of the methods
+METHOD_NAMES = {"base": "base model", "rejection": "rejection sampling", "rejection_m1": "rejection sampling (M = 1)",
+                "star": "STaR", "pps": "PPS", "pps_iw": "PPS-IW"}     # display names of the methods
 VARIANTS = {"rejection_m1": dict(sampler="rejection", budget=1)}      # methods that are a sampler with a fixed setting
-ALL_SAMPLERS = tuple(SAMPLERS)   # rejection, star, pps (the paper's three) and pps_iw (ours)
 ALL_METHODS = ("rejection", "rejection_m1", "star", "pps", "pps_iw")   # the samplers, and rejection sampling with one try
 
+# %% ../nbs/10a_experiments.ipynb #1d588476
 def method_config(method: str) -> dict:
     "The EMConfig fields that make a method: a sampler's name, or a variant of `VARIANTS` such as 'rejection_m1'."
     if method in VARIANTS: return dict(VARIANTS[method])
     if method in SAMPLERS: return {"sampler": method}
     raise ValueError(f"Unknown method {method!r}; choose one of: {', '.join(dict.fromkeys([*ALL_METHODS, *SAMPLERS]))}.")
 
+# %% ../nbs/10a_experiments.ipynb #7ea66e0a
 def compare(out_dir,                                   # folder holding one run folder per method
             samplers=ALL_METHODS,                      # which methods to compare: samplers, or variants such as 'rejection_m1'
             overwrite: bool=False,                     # wipe run folders made with another config
@@ -53,7 +53,7 @@ def compare(out_dir,                                   # folder holding one run 
     first = None
     for m, cfg in (progress_bar(list(configs.items())) if progress else configs.items()):
         run_dir = out_dir/m
-        if progress: print(f"== {SAMPLER_NAMES.get(m, m)}: {run_dir}", flush=True)
+        if progress: print(f"== {METHOD_NAMES.get(m, m)}: {run_dir}", flush=True)
         with RunLock(run_dir):
             prepare_run_dir(cfg.to_dict(), run_dir, overwrite, EMConfig.folder_defaults())
             base = round_dir(run_dir, 0)
@@ -68,6 +68,7 @@ def compare(out_dir,                                   # folder holding one run 
     if note := truncation_note(rows): print(("\n" if progress else "") + note, flush=True)   # after the progress bar
     return rows
 
+# %% ../nbs/10a_experiments.ipynb #1b5bfd00
 def add_dependence(out_dir, samplers=ALL_METHODS, n: int|None=None, progress: bool=True) -> list[Path]:
     "The dependence test (`07b_dependence`) on the base model and each method's last finished round; kept beside their evaluations."
     done = []
@@ -75,7 +76,7 @@ def add_dependence(out_dir, samplers=ALL_METHODS, n: int|None=None, progress: bo
         run = Path(out_dir)/s
         rounds = [k for k in _round_numbers(run) if round_finished(run, k)]
         for k in dict.fromkeys(([0] if not done and rounds else []) + rounds[-1:]):   # the shared base model once, first
-            if progress: print(f"== dependence test: {SAMPLER_NAMES['base'] if k == 0 else SAMPLER_NAMES.get(s, s)}, round {k}", flush=True)
+            if progress: print(f"== dependence test: {METHOD_NAMES['base'] if k == 0 else METHOD_NAMES.get(s, s)}, round {k}", flush=True)
             dependence_of_run(run, k, n=n, progress=progress); done.append(round_dir(run, k)/DEPENDENCE_FILE)
     return done
 
@@ -89,6 +90,7 @@ RESULT_COLUMNS = ["sampler", "round", "seed", "accuracy", "ci_low", "ci_high", "
                   "objective_mc_p", "objective_mc_logp", "objective_is_logp", "objective_is_ess", "objective_mc_elbo", "objective_is_elbo",
                   "sample_s", "train_s", "eval_s"]
 
+# %% ../nbs/10a_experiments.ipynb #66408baf
 def _row(sampler: str, m: dict) -> dict:
     ev, st, sec = m.get("eval") or {}, m.get("sampler_stats") or {}, m.get("seconds") or {}
     ci, d = ev.get("accuracy_ci") or (None, None), ev.get("diagnostics") or {}
@@ -105,11 +107,13 @@ def _row(sampler: str, m: dict) -> dict:
                 **{f"objective_{k}": (m.get("objective") or {}).get(k) for k in ("mc_p", "mc_logp", "is_logp", "is_ess", "mc_elbo", "is_elbo")},
                 sample_s=sec.get("sample"), train_s=sec.get("train"), eval_s=sec.get("eval"))
 
+# %% ../nbs/10a_experiments.ipynb #73e190b8
 def _faithful_share(rows, facts, text_key) -> float|None:
     "The share of `rows` (traces or evaluation rows) whose text computes its question's answer; None if none."
     rows = [r for r in rows if r["qid"] in facts]
     return round(sum(faithful(facts[r["qid"]], r[text_key]) for r in rows) / len(rows), 4) if rows else None
 
+# %% ../nbs/10a_experiments.ipynb #89bff52b
 def _faithfulness(run_dir, k: int, config: dict) -> dict:
     "Round k's faithful shares (accepted traces, correct held-out answers) on arithmetic; empty elsewhere."
     if not is_arithmetic(config.get("dataset")): return {}
@@ -120,6 +124,7 @@ def _faithfulness(run_dir, k: int, config: dict) -> dict:
     if k > 0: out["faithful_rate"] = _faithful_share([t for t in read_jsonl(folder/TRACES_FILE) if t["accepted"]], facts, "rationale")
     return out
 
+# %% ../nbs/10a_experiments.ipynb #1d555369
 def _dependence(run_dir, k: int) -> dict:
     "Round k's dependence test, if it ran (`add_dependence`): questions, area over the early-answering curve, noise floor, mistakes followed."
     p = round_dir(run_dir, k)/DEPENDENCE_FILE
@@ -127,6 +132,7 @@ def _dependence(run_dir, k: int) -> dict:
     s = json.loads(p.read_text())["summary"]
     return dict(dependence_n=s["n"], dependence_aoc=s["aoc"], dependence_noise=s["noise_floor"], mistake_followed=s["mistake_followed"])
 
+# %% ../nbs/10a_experiments.ipynb #0d2fa744
 def collect_results(out_dir, samplers=ALL_METHODS) -> list[dict]:
     "Rows of the comparison from the run folders under `out_dir` (finished rounds only); `sampler` holds the method's name."
     rows, base = [], None
@@ -140,6 +146,7 @@ def collect_results(out_dir, samplers=ALL_METHODS) -> list[dict]:
             else: rows.append(row)
     return ([base] if base else []) + rows
 
+# %% ../nbs/10a_experiments.ipynb #292e9f72
 def write_results(rows: list[dict], out_dir) -> Path:
     "Write results.csv and results.md (the full table, and the truncation note if any) into `out_dir`; returns the CSV path."
     buf = io.StringIO()
@@ -149,6 +156,7 @@ def write_results(rows: list[dict], out_dir) -> Path:
     atomic_write_text(Path(out_dir)/"results.md", results_table(rows, full=True) + (f"\n\n{note}" if note else "") + "\n")
     return Path(out_dir)/"results.csv"
 
+# %% ../nbs/10a_experiments.ipynb #271afbc5
 def read_results(path) -> list[dict]:
     "Read a results.csv back, numbers as numbers (a column the file predates is absent from its rows)."
     def num(v):
@@ -167,6 +175,7 @@ def _vs_base(r: dict, base: dict|None) -> float|None:
     if base is None or r is base or r.get("n_eval") != base.get("n_eval"): return None
     return None if None in (r.get("accuracy"), base.get("accuracy")) else r["accuracy"] - base["accuracy"]
 
+# %% ../nbs/10a_experiments.ipynb #33655526
 def _last_rounds(rows: list[dict]) -> dict:
     "Per (method, seed): the last row, with its change against that seed's base model and its E-step tokens so far."
     last = {}
@@ -182,6 +191,7 @@ def _last_rounds(rows: list[dict]) -> dict:
                             unparsable=f"{_f(r.get('n_unparsable'), 'd')}/{_f(r.get('n_eval'), 'd')}")
     return out
 
+# %% ../nbs/10a_experiments.ipynb #93e73878
 _SHORT = [("accuracy (95% CI)", "accuracy_ci", "s"), ("vs base", "vs_base", "+.3f"), ("acceptance", "acceptance_rate", ".2f"),
           ("E-step tokens, all rounds", "tokens_total", ",.0f"), ("cut: eval", "eval_cut_share", ".2f"),
           ("cut: E-step", "sample_cut_share", ".2f")]
@@ -194,6 +204,7 @@ _FULL = _SHORT[:2] + [("answer-only", "answer_only_accuracy", ".3f"), ("strict",
          ("log p̂ IS", "objective_is_logp", ".2f"), ("hint leakage", "hint_leakage", ".1f"), ("sample s", "sample_s", ".0f"),
          ("train s", "train_s", ".0f")]
 
+# %% ../nbs/10a_experiments.ipynb #fd880b7b
 def results_table(rows: list[dict], full: bool=False) -> str:
     "A markdown table of the base model and each method's last round (per seed, if several): the columns that answer the question, or all."
     cols, last = _FULL if full else _SHORT, _last_rounds(rows)
@@ -201,7 +212,7 @@ def results_table(rows: list[dict], full: bool=False) -> str:
     lines = ["| method | " + ("seed | " if seeds else "") + "round | " + " | ".join(h for h, _, _ in cols) + " |",
              "|---|" + ("---|" if seeds else "") + "---|" + "---|" * len(cols)]
     for (s, seed), r in last.items():
-        lines.append(f"| {SAMPLER_NAMES.get(s, s)} | " + (f"{seed} | " if seeds else "") + f"{r['round']} | "
+        lines.append(f"| {METHOD_NAMES.get(s, s)} | " + (f"{seed} | " if seeds else "") + f"{r['round']} | "
                      + " | ".join(_f(r.get(k), fmt) for _, k, fmt in cols) + " |")
     return "\n".join(lines)
 
@@ -210,6 +221,7 @@ CUT_WARNING = 0.05   # a cut share above this gets a sentence beside the table
 
 def _and(items: list[str]) -> str: return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
+# %% ../nbs/10a_experiments.ipynb #34992dc4
 def truncation_note(rows: list[dict], threshold: float=CUT_WARNING) -> str|None:
     "One sentence naming each evaluation and E-step whose cut share passes `threshold`; None when none does."
     parts = []
@@ -218,13 +230,14 @@ def truncation_note(rows: list[dict], threshold: float=CUT_WARNING) -> str|None:
         for r in rows:
             if (v := r.get(key)) is not None and v > threshold: over.setdefault(r["sampler"], []).append((r["round"], v))
         items = [f"the base model ({kv[0][1] * 100:.0f} %)" if s == "base" else
-                 f"{SAMPLER_NAMES.get(s, s)} in round{'s' if len(kv) > 1 else ''} {', '.join(str(k) for k, _ in kv)} "
+                 f"{METHOD_NAMES.get(s, s)} in round{'s' if len(kv) > 1 else ''} {', '.join(str(k) for k, _ in kv)} "
                  f"({'up to ' if len(kv) > 1 else ''}{max(v for _, v in kv) * 100:.0f} %)" for s, kv in over.items()]
         if items: parts.append(f"the {what}{'s' if len(items) > 1 else ''} of {_and(items)}")
     if not parts: return None
     return (f"Cut at the token cap: more than {threshold * 100:.0f} % of the outputs ran into max_new_tokens without stating "
             f"an answer in {' and in '.join(parts)}; those count as wrong or not accepted, so a longer cap may change these numbers.")
 
+# %% ../nbs/10a_experiments.ipynb #4bde008c
 def _cap(out_dir, method: str) -> int|None:
     "The max_new_tokens of `method`'s run folder under `out_dir` (for 'base', of any run folder); None if none."
     folders = [Path(out_dir)/method] if method != "base" else sorted(p.parent for p in Path(out_dir).glob(f"*/{CONFIG_FILE}"))
@@ -250,6 +263,7 @@ def eval_path(out_dir, sampler: str, k: int) -> Path:
     "Where `compare` keeps the per-question evaluation of a method's round k ('base' for round 0)."
     return Path(out_dir)/"eval"/f"{sampler}_round{k}.jsonl"
 
+# %% ../nbs/10a_experiments.ipynb #2adf7d72
 def write_evaluations(out_dir, samplers=ALL_METHODS) -> list[Path]:
     "Copy every finished round's eval.jsonl of the runs under `out_dir` to eval/<sampler>_round<k>.jsonl."
     out = []
@@ -290,6 +304,7 @@ def _seed_folders(root) -> list[Path]:
     folders = [p for p in Path(root).iterdir() if re.fullmatch(r"seed\d+", p.name) and (p/"eval").is_dir()]
     return sorted(folders, key=lambda p: int(p.name[4:]))
 
+# %% ../nbs/10a_experiments.ipynb #fc54a140
 def _outcomes(root, method: str) -> np.ndarray|None:
     "Correctness of `method` (e.g. 'star_round3') per seed and question, (seeds, questions); None if a seed lacks it."
     runs = []
@@ -301,12 +316,14 @@ def _outcomes(root, method: str) -> np.ndarray|None:
     qids = sorted(runs[0])
     return np.array([[r[q] for q in qids] for r in runs])
 
+# %% ../nbs/10a_experiments.ipynb #5fd6993d
 def _two_level_ci(d: np.ndarray, n_boot: int, alpha: float, seed: int=0) -> tuple[float, float]:
     "Percentile interval of the mean of d (seeds, questions), resampling seeds and questions independently."
     rng = np.random.default_rng(seed); S, Q = d.shape
     boots = np.array([d[rng.integers(0, S, S)][:, rng.integers(0, Q, Q)].mean() for _ in range(n_boot)])
     return float(np.quantile(boots, alpha / 2)), float(np.quantile(boots, 1 - alpha / 2))
 
+# %% ../nbs/10a_experiments.ipynb #b08b1ae0
 def seed_summary(root,                  # folder of seed<k>/ comparison folders
                  alpha: float=0.05,     # 1 - confidence level
                  n_boot: int=2000,      # bootstrap resamples
@@ -327,6 +344,7 @@ def seed_summary(root,                  # folder of seed<k>/ comparison folders
                          vs_base=round(float((o - base).mean()), 4), ci_low=round(lo, 4), ci_high=round(hi, 4)))
     return rows
 
+# %% ../nbs/10a_experiments.ipynb #22a9c22d
 def seed_pairs(root, k: int, samplers=ALL_METHODS, alpha: float=0.05, n_boot: int=2000) -> list[dict]:
     "Each pair of methods at round k, question by question over every seed: the difference b − a and its interval."
     rows = []

@@ -7,7 +7,7 @@ Docs: https://em-tutorial.github.io/em_tutorial/figures.html.md"""
 # %% ../nbs/10b_figures.ipynb #fig10b04
 from __future__ import annotations
 import numpy as np
-from .experiments import ALL_METHODS, SAMPLER_NAMES
+from .experiments import ALL_METHODS, METHOD_NAMES
 
 # %% auto #0
 __all__ = ['plot_accuracy_per_token', 'plot_comparison']
@@ -17,6 +17,7 @@ def _colour(method: str) -> str:
     "One colour per method, the same in every figure."
     return f"C{ALL_METHODS.index(method)}" if method in ALL_METHODS else f"C{5 + sum(map(ord, method)) % 5}"
 
+# %% ../nbs/10b_figures.ipynb #aae298b7
 def _runs(rows: list[dict]) -> tuple:
     "The base model's row (or None) and each method's rows in round order; the rows of one seed only."
     if len({r.get("seed") for r in rows}) > 1:
@@ -25,6 +26,7 @@ def _runs(rows: list[dict]) -> tuple:
     methods = [s for s in dict.fromkeys(r["sampler"] for r in rows) if s != "base"]
     return base, {s: sorted((r for r in rows if r["sampler"] == s), key=lambda r: r["round"]) for s in methods}
 
+# %% ../nbs/10b_figures.ipynb #67706151
 def _errorbars(ax, xs, rs, **kw):
     "Accuracy with its 95% interval (when every point has one) at positions xs."
     ys = [r["accuracy"] for r in rs]
@@ -32,6 +34,7 @@ def _errorbars(ax, xs, rs, **kw):
     err = [[y - r["ci_low"] for y, r in zip(ys, rs)], [r["ci_high"] - y for y, r in zip(ys, rs)]] if ok else None
     ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, **kw)
 
+# %% ../nbs/10b_figures.ipynb #2eee6d85
 def plot_accuracy_per_token(rows: list[dict], ax=None, title: str|None=None):
     "Held-out accuracy against the E-step tokens generated so far (summed over rounds), one line per method; returns the axes."
     import matplotlib.pyplot as plt
@@ -42,7 +45,7 @@ def plot_accuracy_per_token(rows: list[dict], ax=None, title: str|None=None):
         for r in rs:
             if r.get("tokens_spent") is None or r.get("accuracy") is None: break   # unknown from here on
             spent += r["tokens_spent"]; xs.append(spent); pts.append(r)
-        if len(pts) > (1 if base else 0): _errorbars(ax, xs, pts, color=_colour(s), label=SAMPLER_NAMES.get(s, s))
+        if len(pts) > (1 if base else 0): _errorbars(ax, xs, pts, color=_colour(s), label=METHOD_NAMES.get(s, s))
     if base: ax.axhline(base["accuracy"], color="gray", ls=":", lw=1, label="base model")
     ax.set(xlabel="E-step tokens generated so far (a marker per round)", ylabel="held-out accuracy", ylim=(0, 1))
     ax.set_xlim(left=0); ax.grid(alpha=0.3); ax.legend(fontsize=8)
@@ -55,6 +58,7 @@ def _get(key): return lambda r: r.get(key)
 def _faithful_accepted(r):
     return None if r.get("faithful_rate") is None or r.get("acceptance_rate") is None else r["faithful_rate"] * r["acceptance_rate"]
 
+# %% ../nbs/10b_figures.ipynb #360eee98
 _PANELS = [  # title, y label, y axis ('share': 0 to 1, 'count': from 0, None: as the data), [(value, style, what it shows)]
     ("E-step acceptance", "share of training questions", "share",
      [(_get("acceptance_rate"), "-", "accepted"), (_faithful_accepted, "--", "accepted and faithful")]),
@@ -69,6 +73,7 @@ _PANELS = [  # title, y label, y axis ('share': 0 to 1, 'count': from 0, None: a
     ("Hint leakage of accepted hinted traces", "log q(z|x,y*) − log π(z|x)", None, [(_get("hint_leakage"), "-", "")]),
 ]
 
+# %% ../nbs/10b_figures.ipynb #47c75017
 def _draw_panel(ax, base, runs, title, ylabel, scale, series) -> None:
     "One panel: each method's rounds (from the base model's round 0 where it has the value), one line per series."
     drawn, xs, ys = [], [], []
@@ -87,6 +92,7 @@ def _draw_panel(ax, base, runs, title, ylabel, scale, series) -> None:
     if scale == "share": ax.set_ylim(0, 1.05)
     elif scale == "count": ax.set_ylim(0, 1.1 * max(ys + [1]))
 
+# %% ../nbs/10b_figures.ipynb #ff4f45e0
 def plot_comparison(rows: list[dict], title: str|None=None):
     "The panels that have data: accuracy per round and per E-step token, acceptance, cut shares, lengths, cost, collapse and posterior diagnostics; returns the axes."
     import matplotlib.pyplot as plt
@@ -102,7 +108,7 @@ def plot_comparison(rows: list[dict], title: str|None=None):
     for i, (s, rs) in enumerate(runs.items()):
         pts = ([base] if base else []) + [r for r in rs if r.get("accuracy") is not None]
         _errorbars(acc, [r["round"] + (i - (len(runs) - 1) / 2) * 0.04 for r in pts], pts, color=_colour(s),
-                   label=SAMPLER_NAMES.get(s, s))
+                   label=METHOD_NAMES.get(s, s))
     if base: acc.axhline(base["accuracy"], color="gray", ls=":", lw=1, label="base model")
     acc.set(title="Held-out accuracy (greedy, no hint; 95% CI)", ylabel="accuracy", ylim=(0, 1)); acc.title.set_fontsize(10)
     acc.legend(fontsize=8)

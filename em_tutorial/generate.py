@@ -20,7 +20,7 @@ from .kvcache import joinable, prefill, select_rows, trim, write_rows
 # %% auto #0
 __all__ = ['DEQUANT_TOL', 'CPU_BATCH_SIZE', 'MAX_BATCH_SIZE', 'Completion', 'uniform_noise', 'gumbel_noise', 'row_key',
            'next_tokens', 'AnswerStop', 'LayoutMismatch', 'dequantized_merged', 'merged_adapter', 'auto_batch_size',
-           'steady_malloc', 'generate']
+           'keep_freed_memory', 'generate']
 
 # %% ../nbs/04b_generate.ipynb #d3b98288
 @dataclass
@@ -43,6 +43,7 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
     x = x ^ (x >> 15); x = _mul32(x, 0x846CA68B)
     return x ^ (x >> 16)
 
+# %% ../nbs/04b_generate.ipynb #4f1f03e1
 def uniform_noise(keys: torch.Tensor,           # (B,) int64 row keys in [0, 2**32)
                   step: int|torch.Tensor,        # decoding step (0: the first new token), or (B,): per row
                   tokens: int|torch.Tensor,      # V for the whole vocabulary, or (B, K) token ids per row
@@ -54,6 +55,7 @@ def uniform_noise(keys: torch.Tensor,           # (B,) int64 row keys in [0, 2**
     h = _mix32(base[:, None] ^ _mix32(tokens + 0x632BE5AB))                                   # (B, V) or (B, K)
     return ((h >> 9).float() + 0.5) / 2**23      # 23 bits, so that the largest value stays below 1 in float32
 
+# %% ../nbs/04b_generate.ipynb #d2c18850
 def gumbel_noise(keys, step, tokens) -> torch.Tensor:
     "Standard Gumbel noise of shape (B, V) or (B, K), a pure function of (row key, step, token id)."
     return -torch.log(-torch.log(uniform_noise(keys, step, tokens)))
@@ -104,6 +106,7 @@ def _closing_tokens(tokenizer) -> torch.Tensor:
         _CLOSERS[k] = torch.tensor([t is not None and (any(m in t for m in marks) or t in pieces) for t in toks])
     return _CLOSERS[k]
 
+# %% ../nbs/04b_generate.ipynb #2a4fc904
 class AnswerStop:
     "Tells, token by token, which sequences' new tokens have just completed 'The answer is (X)' (or 'The answer is 73.')."
     def __init__(self, tokenizer, rule: Callable[[str], bool], window: int=24):
@@ -130,6 +133,7 @@ class LayoutMismatch(RuntimeError):
 
 DEQUANT_TOL = 0.02   # largest relative difference between a de-quantised weight's output and its layer's 4-bit forward
 
+# %% ../nbs/04b_generate.ipynb #4ba5c86c
 def _dequantize(layer, dtype):
     "One bitsandbytes 4-bit layer's weight as a plain (out, in) tensor of `dtype`."
     from bitsandbytes.functional import dequantize_4bit
@@ -147,6 +151,7 @@ def _check_dequantized(layer, weight, name: str):
         raise LayoutMismatch(f"The de-quantised weight of {name} differs from its 4-bit forward by {err:.1%} "
                              f"(bitsandbytes {bnb.__version__} stores it in a layout em_tutorial does not read).")
 
+# %% ../nbs/04b_generate.ipynb #720c9504
 def dequantized_merged(model):
     "A plain copy of a 4-bit peft model: each NF4 weight de-quantised (bf16 on CUDA, float32 on CPU), checked against its layer's forward, plus its LoRA update."
     import copy
@@ -186,6 +191,7 @@ def _lora_layers(model) -> list:
     from peft.tuners.lora import LoraLayer
     return [m for m in model.modules() if isinstance(m, LoraLayer)]
 
+# %% ../nbs/04b_generate.ipynb #9e3b3c20
 @contextmanager
 def merged_adapter(model):
     "Inside the block the model's LoRA adapter is merged into its weights (a 4-bit model: into a de-quantised copy, yielded)."
@@ -233,10 +239,10 @@ def auto_batch_size(model, max_len: int) -> int:
 # %% ../nbs/04b_generate.ipynb #8d31b8b1
 _MALLOC = {}
 
-def steady_malloc() -> bool:
+def keep_freed_memory() -> bool:
     "Once per process, on Linux with glibc: serve blocks up to 1 GB from the heap and keep freed memory (True when set now)."
     if _MALLOC or not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ \
-       or os.environ.get("EM_TUTORIAL_STEADY_MALLOC", "1") == "0": return False
+       or os.environ.get("EM_TUTORIAL_STEADY_MALLOC", "1") == "0": return False    # the variable keeps its first name: scripts set it
     try: libc = ctypes.CDLL("libc.so.6")
     except OSError: _MALLOC["set"] = False; return False
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3                                      # glibc's mallopt parameters
@@ -249,6 +255,7 @@ def _eos_ids(model, tokenizer) -> list[int]:
     eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
     return sorted(set(eos) | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()))
 
+# %% ../nbs/04b_generate.ipynb #7f2dec67
 def _decode(model, tokenizer, ids, rows, keys, temperature, top_p, max_new_tokens, stop_rule,
             batch_size: int, continuous: bool=True, refill: int|None=None):
     "Yield (row number, Completion) as rows finish; at most `batch_size` slots, a finished row's slot refilled in place."
@@ -349,7 +356,7 @@ def generate(model,                       # a causal LM (plain or peft-wrapped)
     out = [[None] * n_dec for _ in prompts]
     todo = [(i, j) for i in order for j in range(n_dec)]                # rows, longest prompts first
     show = progress and len(todo) > size and not os.environ.get("IN_TEST")
-    steady_malloc()
+    keep_freed_memory()
     was_training = model.training
     model.eval()
     try:

@@ -28,9 +28,11 @@ def _convert_gguf(gguf: Path, out: Path):
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
 
+# %% ../nbs/03a_gguf.ipynb #86130543
 def _complete(folder: Path) -> bool:
     return (folder/'config.json').is_file() and (folder/'model.safetensors').is_file() and (folder/'tokenizer.json').is_file()
 
+# %% ../nbs/03a_gguf.ipynb #db47f9bc
 def gguf_folder(gguf: Path, target: Path, verbose: bool = True) -> Path:
     "`target` (in `cache_dir()`), converted from the GGUF file `gguf` unless a complete copy is there already."
     if _complete(target): return target
@@ -56,6 +58,7 @@ def check_gguf(p: Path) -> Path:
         raise ValueError(f"{str(p)!r} is a file but not a GGUF file; pass a .gguf file, or the folder that holds config.json and the safetensors weights.")
     return p
 
+# %% ../nbs/03a_gguf.ipynb #b3318306
 def gguf_model_dir(
     path,  # a GGUF file (llama, qwen2, … as transformers reads them)
     verbose: bool = True,  # print a line when converting

@@ -11,11 +11,11 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 # %% auto #0
-__all__ = ['SHARED_PREFIX_MIN', 'PREFILL_TOKENS', 'RoomyLayer', 'new_cache', 'joinable', 'shared_prefix', 'pieces', 'left_pad',
-           'join', 'prefill', 'write_rows', 'trim', 'select_rows']
+__all__ = ['SHARED_PREFIX_MIN', 'PREFILL_TOKENS', 'PreallocatedLayer', 'new_cache', 'joinable', 'shared_prefix', 'pieces',
+           'left_pad', 'join', 'prefill', 'write_rows', 'trim', 'select_rows']
 
 # %% ../nbs/04a_kvcache.ipynb #621e02d5
-class RoomyLayer(DynamicLayer):
+class PreallocatedLayer(DynamicLayer):
     "A `DynamicLayer` whose keys and values are the columns [start, end) of larger buffers, written in place."
     room = 64   # spare columns allocated at a time
 
@@ -56,21 +56,24 @@ class RoomyLayer(DynamicLayer):
         self._kbuf[slots, :, self.end - l:self.end], self._vbuf[slots, :, self.end - l:self.end] = keys, values
         self._sync()
 
+# %% ../nbs/04a_kvcache.ipynb #fa5cb96d
 def new_cache(model):
-    "A `DynamicCache` for `model` whose full-attention layers are `RoomyLayer`s."
+    "A `DynamicCache` for `model` whose full-attention layers are `PreallocatedLayer`s."
     cache = DynamicCache(config=model.config)
     for layer in cache.layers:
-        if type(layer) is DynamicLayer: layer.__class__ = RoomyLayer
+        if type(layer) is DynamicLayer: layer.__class__ = PreallocatedLayer
     return cache
 
+# %% ../nbs/04a_kvcache.ipynb #57146772
 def joinable(cache) -> bool:
     "Can rows be put into this cache in place, or joined by left padding? (plain full-attention layers only, no sliding window)"
-    return all(type(layer) in (DynamicLayer, RoomyLayer) for layer in cache.layers)
+    return all(type(layer) in (DynamicLayer, PreallocatedLayer) for layer in cache.layers)
 
 # %% ../nbs/04a_kvcache.ipynb #bd1b328c
 SHARED_PREFIX_MIN = 16   # prefill a prefix once when all the prompts of a piece share at least this many tokens
 PREFILL_TOKENS = 1024    # most padded prompt tokens per prefill forward on the CPU (32 times more on a GPU)
 
+# %% ../nbs/04a_kvcache.ipynb #be793dbd
 def shared_prefix(seqs, own: int=1) -> int:
     "How many leading tokens all of `seqs` share, leaving each at least `own` tokens of its own."
     n = min(map(len, seqs)) - own
@@ -78,6 +81,7 @@ def shared_prefix(seqs, own: int=1) -> int:
         if any(s[k] != seqs[0][k] for s in seqs): return k
     return max(n, 0)
 
+# %% ../nbs/04a_kvcache.ipynb #7fe806d2
 def pieces(lengths: list[int], budget: int) -> list[list[int]]:
     "Consecutive runs of indices into `lengths` whose padded size (count × longest) stays within `budget`, one index at least."
     out, cur, top = [], [], 0
@@ -86,12 +90,14 @@ def pieces(lengths: list[int], budget: int) -> list[list[int]]:
         cur.append(i); top = max(top, n)
     return out + [cur] if cur else out
 
+# %% ../nbs/04a_kvcache.ipynb #37acc2f5
 def left_pad(x: torch.Tensor, length: int, dim: int) -> torch.Tensor:
     "`x` with zeros prepended along `dim` up to `length`."
     if x.shape[dim] == length: return x
     shape = list(x.shape); shape[dim] = length - x.shape[dim]
     return torch.cat([x.new_zeros(shape), x], dim)
 
+# %% ../nbs/04a_kvcache.ipynb #07bd85e2
 def join(cache, mask, others: list) -> torch.Tensor:
     "Append the rows of `others`, (cache, mask) pairs, to `cache` in place, left-padding the shorter ones; returns the joined mask."
     masks = [mask] + [m for _, m in others]
@@ -102,6 +108,7 @@ def join(cache, mask, others: list) -> torch.Tensor:
         a.values = torch.cat([left_pad(b.values, L, 2) for b in layers])
     return torch.cat([left_pad(m, L, 1) for m in masks])
 
+# %% ../nbs/04a_kvcache.ipynb #590a0c79
 def prefill(model, ids, prompts, pad: int, share: bool=True, keep: int|None=None):
     "Run prompts (indices into `ids`) once, left padded: (cache, last logits, mask, last positions); `keep`: the last `keep` positions' logits, (U, keep, V), zeros where a row is shorter."
     device, prompts = next(model.parameters()).device, list(prompts)
@@ -112,6 +119,7 @@ def prefill(model, ids, prompts, pad: int, share: bool=True, keep: int|None=None
     cache, mask = parts[0][0], join(parts[0][0], parts[0][2], [(c, m) for c, _, m, _ in parts[1:]])
     return cache, torch.cat([p[1] for p in parts]), mask, torch.cat([p[3] for p in parts])
 
+# %% ../nbs/04a_kvcache.ipynb #f709bab1
 def _prefill_piece(model, seqs, pad, share, keep):
     "`prefill` of token lists that go through the model in one forward (after their shared prefix)."
     device, cache = next(model.parameters()).device, new_cache(model)
@@ -145,19 +153,21 @@ def write_rows(cache, mask, slots: torch.Tensor, other, other_mask) -> torch.Ten
     mask[slots] = left_pad(other_mask, mask.shape[1], 1)
     return mask
 
+# %% ../nbs/04a_kvcache.ipynb #56f1d93e
 def trim(cache, mask, live: torch.Tensor|None=None) -> torch.Tensor:
     "Drop the leading columns that are padding for every live row (`live`: a bool per row, default all); returns the trimmed mask."
     used = mask if live is None else mask[live]
     lead = int(used.any(0).long().argmax()) if len(used) else 0          # first column a live row uses
     if lead == 0: return mask
     for layer in cache.layers:
-        if isinstance(layer, RoomyLayer) and layer.owns(): layer.start += lead; layer._sync()
+        if isinstance(layer, PreallocatedLayer) and layer.owns(): layer.start += lead; layer._sync()
         else: layer.keys, layer.values = layer.keys[:, :, lead:], layer.values[:, :, lead:]
     return mask[:, lead:]
 
+# %% ../nbs/04a_kvcache.ipynb #18184a95
 def select_rows(cache, rows: torch.Tensor):
     "Keep only `rows` of the cache (one copy of them)."
     for layer in cache.layers:
-        if isinstance(layer, RoomyLayer) and layer.owns():
+        if isinstance(layer, PreallocatedLayer) and layer.owns():
             layer._kbuf, layer._vbuf = layer._kbuf[rows], layer._vbuf[rows]; layer._sync()
         else: layer.batch_select_indices(rows)

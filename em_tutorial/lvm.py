@@ -93,6 +93,7 @@ class TabularReasoner(nn.Module):
         "Fraction of questions whose greedy answer is y*"
         return (self.greedy_answers() == y_star).double().mean().item()
 
+# %% ../nbs/01_lvm.ipynb #d9354fe3
 def _pick(logp: Tensor, y_star: Tensor) -> Tensor:
     "Select the entry y*[x] on the last axis of a (X, Z, Y) table."
     return logp.gather(-1, y_star[:, None, None].expand(-1, logp.shape[1], 1))[..., 0]
@@ -106,6 +107,7 @@ def elbo(model: TabularReasoner, # the reasoner π_θ
     q = log_q.exp()
     return (q * (model.log_joint(y_star) - log_q)).nansum(-1)  # nansum: 0·(−inf) terms where q = 0
 
+# %% ../nbs/01_lvm.ipynb #18992da8
 def kl(log_q: Tensor, # (X, Z) log-probabilities of q
        log_p: Tensor, # (X, Z) log-probabilities of p
       ) -> Tensor:
@@ -146,6 +148,7 @@ def mstep_objective(model: TabularReasoner, # the reasoner π_θ
     "The M-step objective Σ_{x,z} w(x,z) log π(z, y*|x), a scalar"
     return (weights * model.log_joint(y_star)).sum()
 
+# %% ../nbs/01_lvm.ipynb #d93c7287
 def mstep(model: TabularReasoner, # the reasoner, updated in place
           y_star: Tensor,         # (X,) correct answers
           weights: Tensor,        # (X, Z) expected accepted (question, rationale) pairs, fixed during the M-step
@@ -171,6 +174,7 @@ class Proposal:
     acceptance: Tensor  # (X,) probability that question x contributes a rationale = weights.sum(-1)
     samples: Tensor     # (X,) expected number of generations spent on question x
 
+# %% ../nbs/01_lvm.ipynb #4f92a04a
 def posterior_proposal(model: TabularReasoner, # the reasoner π_θ
                        y_star: Tensor,         # (X,) correct answers
                       ) -> Proposal:
@@ -179,6 +183,7 @@ def posterior_proposal(model: TabularReasoner, # the reasoner π_θ
         lp = model.log_marginal(y_star)
         return Proposal("exact EM", model.log_posterior(y_star).exp(), torch.ones_like(lp), (-lp).exp())
 
+# %% ../nbs/01_lvm.ipynb #8c8bc848
 def rejection_proposal(model: TabularReasoner, # the reasoner π_θ
                        y_star: Tensor,         # (X,) correct answers
                        M: int=1,               # budget: tries per question
@@ -191,6 +196,7 @@ def rejection_proposal(model: TabularReasoner, # the reasoner π_θ
         tries = torch.where(p > 0, a/p.clamp_min(1e-300), torch.full_like(p, float(M)))
         return Proposal(f"RS M={M}", a[:, None]*model.log_posterior(y_star).exp(), a, tries)
 
+# %% ../nbs/01_lvm.ipynb #cf50acc6
 def _hinted_accepted(model, y_star):
     "(X, Z) probability that the hinted stage writes z and then answers y*."
     return (model.log_hinted_proposal(y_star) + _pick(model.log_hinted_answer(y_star), y_star)).exp()
@@ -205,6 +211,7 @@ def star_proposal(model: TabularReasoner, # the reasoner π_θ
         w = joint + (1 - p)[:, None]*_hinted_accepted(model, y_star)
         return Proposal("STaR", w, w.sum(-1), 2 - p)
 
+# %% ../nbs/01_lvm.ipynb #a1305e84
 def pps_proposal(model: TabularReasoner, # the reasoner π_θ
                  y_star: Tensor,         # (X,) correct answers
                 ) -> Proposal:
@@ -273,6 +280,7 @@ class EMRun:
                 f"{self.accuracy[0]:.2f} → {self.accuracy[-1]:.2f}, first acceptance {self.acceptance[0]:.3f}, "
                 f"{self.samples[-1]:.1f} generations per question over {len(self.acceptance)} iterations")
 
+# %% ../nbs/01_lvm.ipynb #84e9e4e6
 def run_em_with(model: TabularReasoner, # the starting reasoner (not modified)
                 y_star: Tensor,         # (X,) correct answers
                 proposal: Callable[[TabularReasoner, Tensor], Proposal], # e.g. posterior_proposal, partial(rejection_proposal, M=4)
@@ -297,6 +305,7 @@ def run_em_with(model: TabularReasoner, # the starting reasoner (not modified)
     run.model = model
     return run
 
+# %% ../nbs/01_lvm.ipynb #668396cf
 def run_em_exact(model: TabularReasoner, # the starting reasoner (not modified)
                  y_star: Tensor,         # (X,) correct answers
                  **kwargs,               # passed to run_em_with (iterations, steps, lr, train_answers)
@@ -363,6 +372,7 @@ def effective_sample_size(log_weights: Tensor, # (..., K) log importance weights
     "ESS = (Σ_k w_k)² / Σ_k w_k²: K for equal weights, 1 when one sample carries all the weight"
     return (2*log_weights.logsumexp(dim) - (2*log_weights).logsumexp(dim)).exp()
 
+# %% ../nbs/01_lvm.ipynb #124074fc
 def pps_iw_proposal(model: TabularReasoner, # the reasoner π_θ
                     y_star: Tensor,         # (X,) correct answers
                     K: int=16,              # hinted rationales per question and run

@@ -344,18 +344,20 @@ def _tiny_tokenizer():
     return prepare_tokenizer(tok)
 
 def tiny_model(
-    arch: str = 'llama',  # 'llama' or 'qwen2'
+    arch: str = 'llama',  # 'llama', 'qwen2' or 'qwen3'
     seed: int = 0,  # seeds the random weights (the global torch RNG is left untouched)
+    tokenizer=None,  # a prepared tokenizer whose vocabulary the model gets; None: the tiny one
 ):
-    "FOR MECHANICS TESTS ONLY: a random-init 2-layer `arch` model (hidden 64) and a tiny real tokenizer; its outputs are noise."
+    "FOR MECHANICS TESTS ONLY: a random-init 2-layer `arch` model (hidden 64) and a tokenizer; its outputs are noise."
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
-    archs = {'llama': (LlamaConfig, LlamaForCausalLM), 'qwen2': (Qwen2Config, Qwen2ForCausalLM)}
-    if arch not in archs: raise ValueError(f"arch={arch!r} is not one of 'llama', 'qwen2'.")
-    tok = _tiny_tokenizer()
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+    archs = {'llama': (LlamaConfig, LlamaForCausalLM), 'qwen2': (Qwen2Config, Qwen2ForCausalLM),
+             'qwen3': (Qwen3Config, Qwen3ForCausalLM)}
+    if arch not in archs: raise ValueError(f"arch={arch!r} is not one of {', '.join(map(repr, archs))}.")
+    tok = _tiny_tokenizer() if tokenizer is None else tokenizer
     Config, Model = archs[arch]
-    config = Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
+    config = Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, head_dim=16, max_position_embeddings=1024, tie_word_embeddings=True,
                     bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -92,6 +92,7 @@ def csv_log_callback(path):
                 csv.writer(f).writerow([state.global_step, logs["loss"], logs.get("learning_rate"), logs.get("epoch"), logs.get("grad_norm")])
     return CSVLogCallback()
 
+# %% ../nbs/06_mstep.ipynb #d2ef001e
 def save_adapter(model, out_dir) -> Path:
     "Save `model`'s adapter (or weights) as safetensors into `out_dir` via a temporary folder and a rename."
     out_dir = Path(out_dir)
@@ -101,6 +102,16 @@ def save_adapter(model, out_dir) -> Path:
     if out_dir.exists(): shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
     return out_dir
+
+# %% ../nbs/06_mstep.ipynb #2cfdbdfc
+def _training_data(tokenizer, traces, max_len: int) -> list[dict]:
+    "The `sft_example`s of the accepted traces that keep a target token within `max_len` (a warning for the others)."
+    accepted = [t for t in traces if t.accepted]
+    eot = end_of_turn(tokenizer)
+    data = [e for e in (sft_example(tokenizer, t, max_len, eot) for t in accepted) if any(l != IGNORE_INDEX for l in e["labels"])]
+    if len(data) < len(accepted):
+        warnings.warn(f"{len(accepted) - len(data)} accepted traces have no target token within max_len={max_len} and are skipped; raise max_len.")
+    return data
 
 # %% ../nbs/06_mstep.ipynb #12de6ade
 def train_mstep(model,                     # a peft model from `add_lora` (LoRA or QLoRA)
@@ -127,11 +138,7 @@ def train_mstep(model,                     # a peft model from `add_lora` (LoRA 
     if tensorboard and not any(installed(m) for m in ("tensorboard", "tensorboardX")):
         raise ValueError("tensorboard=True needs TensorBoard; install it with: pip install tensorboard")
     out_dir = Path(out_dir)
-    accepted = [t for t in traces if t.accepted]
-    eot = end_of_turn(tokenizer)
-    data = [e for e in (sft_example(tokenizer, t, max_len, eot) for t in accepted) if any(l != IGNORE_INDEX for l in e["labels"])]
-    if len(data) < len(accepted):
-        warnings.warn(f"{len(accepted) - len(data)} accepted traces have no target token within max_len={max_len} and are skipped; raise max_len.")
+    data = _training_data(tokenizer, traces, max_len)
     if not data:
         warnings.warn("No accepted traces to train on: the M-step is skipped and the model is unchanged.")
         return None
@@ -170,6 +177,7 @@ def read_train_log(path) -> list[dict]:
         return [{k: (int(v) if k == "step" else float(v) if v not in ("", "None") else None) for k, v in r.items()}
                 for r in csv.DictReader(f)]
 
+# %% ../nbs/06_mstep.ipynb #63280837
 def plot_train_log(path, ax=None):
     "Plot loss (and learning rate on a twin axis) per step from a `train_mstep` CSV log; returns the axes."
     import matplotlib.pyplot as plt

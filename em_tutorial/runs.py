@@ -24,6 +24,7 @@ TRACES_FILE, ADAPTER_DIR, TRAIN_LOG = "traces.jsonl", "adapter", "train_log.csv"
 METRICS_FILE, EVAL_FILE = "metrics.json", "eval.jsonl"
 MARKERS = ("sampled", "trained", "evaluated")   # the steps of a round, in order
 
+# %% ../nbs/08_runs.ipynb #a54a8560
 def round_dir(run_dir, k: int) -> Path:
     "The folder of round `k` (0: the base model's evaluation)."
     return Path(run_dir)/f"round_{k}"
@@ -31,14 +32,17 @@ def round_dir(run_dir, k: int) -> Path:
 # %% ../nbs/08_runs.ipynb #1a54cc31
 def _now() -> str: return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
+# %% ../nbs/08_runs.ipynb #a8b9af66
 def step_done(folder, step: str) -> bool:
     "Whether `step` (one of `MARKERS`) of the round in `folder` is done."
     return (Path(folder)/f"{step}.done").exists()
 
+# %% ../nbs/08_runs.ipynb #875477c7
 def mark_step(folder, step: str, info: dict) -> None:
     "Mark `step` of the round in `folder` as done, recording `info` (and the time) in its marker."
     atomic_write_json(Path(folder)/f"{step}.done", {"at": _now(), **info})
 
+# %% ../nbs/08_runs.ipynb #155a9d10
 def read_marker(folder, step: str) -> dict:
     "What a done step recorded in its marker."
     return json.loads((Path(folder)/f"{step}.done").read_text())
@@ -50,6 +54,7 @@ def maybe_kill(point: str) -> None:
     "Exit abruptly (like a SIGKILL) when the testing hook names this point."
     if os.environ.get(KILL_ENV) == point: os._exit(137)
 
+# %% ../nbs/08_runs.ipynb #dd3dbbca
 def kill_callback(point: str):
     "A `TrainerCallback` that calls `maybe_kill(point)` after every optimizer step."
     from transformers import TrainerCallback
@@ -63,6 +68,7 @@ def _diff_keys(a: dict, b: dict, defaults: dict|None=None) -> list[str]:
     a = {**(defaults or {}), **a}
     return sorted(k for k in set(a) | set(b) if a.get(k, "<missing>") != b.get(k, "<missing>"))
 
+# %% ../nbs/08_runs.ipynb #d61041d1
 def _git_commit() -> str | None:
     try:
         r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent if "__file__" in globals() else ".",
@@ -108,6 +114,7 @@ def prepare_run_dir(config: dict,            # the run's config as a dict (`EMCo
     atomic_write_json(manifest, m)
     return run_dir
 
+# %% ../nbs/08_runs.ipynb #0f7b7e6e
 def read_config(run_dir) -> dict:
     "The config a run folder was made with (its config.json)."
     p = Path(run_dir).expanduser()/CONFIG_FILE
@@ -148,11 +155,13 @@ METRIC_COLUMNS = ("round", "accuracy", "n_eval", "eval_mean_tokens", "eval_cut_s
                   "rationale_tokens", "early_answer_share", "top_letter_share", "n_sampled", "n_accepted", "acceptance_rate",
                   "sample_cut_share", "train_steps", "train_first_loss", "train_last_loss", "sample_s", "train_s", "eval_s")
 
+# %% ../nbs/08_runs.ipynb #42a13a93
 def round_finished(run_dir, k: int) -> bool:
     "Whether round `k` of a run is finished: its `evaluated` marker exists (and, for k >= 1, its adapter)."
     d = round_dir(run_dir, k)
     return step_done(d, "evaluated") and (k == 0 or (d/ADAPTER_DIR/"adapter_config.json").is_file())
 
+# %% ../nbs/08_runs.ipynb #3724ebed
 def _round_numbers(run_dir) -> list[int]:
     ks = [int(m.group(1)) for p in Path(run_dir).glob("round_*") if (m := re.fullmatch(r"round_(\d+)", p.name))]
     return sorted(ks)
@@ -176,14 +185,17 @@ def _flat_row(m: dict) -> dict:
                 train_steps=t.get("steps"), train_first_loss=t.get("first_loss"), train_last_loss=t.get("last_loss"),
                 sample_s=sec.get("sample"), train_s=sec.get("train"), eval_s=sec.get("eval"))
 
+# %% ../nbs/08_runs.ipynb #9135e38f
 def read_round_metrics(run_dir, k: int) -> dict:
     "Everything recorded about round `k` (its metrics.json)."
     return json.loads((round_dir(run_dir, k)/METRICS_FILE).read_text())
 
+# %% ../nbs/08_runs.ipynb #126b1d41
 def read_metrics(run_dir) -> list[dict]:
     "One flat row per finished round (round 0 = the base model), from the rounds' metrics.json files."
     return [_flat_row(read_round_metrics(run_dir, k)) for k in _round_numbers(run_dir) if round_finished(run_dir, k)]
 
+# %% ../nbs/08_runs.ipynb #47909e2e
 def write_round_metrics(run_dir, k: int, info: dict) -> None:
     "Finish round `k`: write its metrics.json, then its `evaluated` marker, then the run's metrics.csv."
     d = round_dir(run_dir, k)

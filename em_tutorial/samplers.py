@@ -19,9 +19,9 @@ from .lvm import effective_sample_size
 from .scoring import rationale_parts, score_traces
 
 # %% auto #0
-__all__ = ['TRACE_COLUMNS', 'SAMPLERS', 'Trace', 'TraceTable', 'restates_hint', 'question_seed', 'make_trace', 'rejection_sample',
-           'star_sample', 'prompt_posterior_sample', 'importance_weighted_pps', 'get_sampler', 'sampler_stats',
-           'score_accepted']
+__all__ = ['TRACE_COLUMNS', 'TEMPERATURE', 'TOP_P', 'MAX_NEW_TOKENS', 'SAMPLERS', 'Trace', 'TraceTable', 'restates_hint',
+           'question_seed', 'make_trace', 'rejection_sample', 'star_sample', 'prompt_posterior_sample',
+           'importance_weighted_pps', 'get_sampler', 'sampler_stats', 'score_accepted']
 
 # %% ../nbs/05_samplers.ipynb #d3fd80d8
 @dataclass
@@ -73,6 +73,7 @@ def _trace_cell(t: Trace, column: str, width: int) -> str:
     s = str(v).strip().replace("\n", " ").replace("|", "\\|")
     return s if len(s) <= width else s[:width - 1] + "…"
 
+# %% ../nbs/05_samplers.ipynb #be4ed927
 @dataclass
 class TraceTable:
     "Traces as a markdown table, which Jupyter renders; `columns` are `Trace` fields or 'leakage' (log q(z|x,y*) − log π(z|x))."
@@ -116,20 +117,24 @@ def make_trace(q: MCQuestion, tokenizer, c: Completion, hinted: bool, tries: int
                  rationale_tokens=c.n_tokens)
 
 # %% ../nbs/05_samplers.ipynb #08c38203
+TEMPERATURE, TOP_P, MAX_NEW_TOKENS = 0.7, 0.95, 256   # the samplers' sampling defaults (`EMConfig` takes them too)
+
+# %% ../nbs/05_samplers.ipynb #bda78e6c
 def _check_questions(questions) -> list:
     questions = list(questions)
     if not all(isinstance(q, MCQuestion) for q in questions):
         raise ValueError("questions must be a list of MCQuestion records; load them with em_tutorial.data.load_questions.")
     return questions
 
+# %% ../nbs/05_samplers.ipynb #acf94dd7
 def rejection_sample(model, tokenizer, questions: list[MCQuestion], *,
-                     budget: int=4,             # M: most tries per question
-                     temperature: float=0.7,    # sampling temperature
-                     top_p: float=0.95,         # nucleus mass
-                     max_new_tokens: int=256,   # most tokens per try
-                     seed: int=0,               # the call's seed (with the question id, fixes every sample)
-                     batch_size: int|None=None, # sequences per batch for `generate`
-                     progress: bool=True,       # progress bars
+                     budget: int=4,                       # M: most tries per question
+                     temperature: float=TEMPERATURE,      # sampling temperature
+                     top_p: float=TOP_P,                  # nucleus mass
+                     max_new_tokens: int=MAX_NEW_TOKENS,  # most tokens per try
+                     seed: int=0,                         # the call's seed (with the question id, fixes every sample)
+                     batch_size: int|None=None,           # sequences per batch for `generate`
+                     progress: bool=True,                 # progress bars
                     ) -> list[Trace]:
     "Up to `budget` unhinted tries per question, batched in rounds; keep the first correct one."
     if not (isinstance(budget, int) and budget >= 1): raise ValueError(f"budget={budget!r} must be a positive integer.")
@@ -150,8 +155,8 @@ def rejection_sample(model, tokenizer, questions: list[MCQuestion], *,
 
 # %% ../nbs/05_samplers.ipynb #0ff14393
 def star_sample(model, tokenizer, questions: list[MCQuestion], *,
-                temperature: float=0.7, top_p: float=0.95, max_new_tokens: int=256, seed: int=0,
-                batch_size: int|None=None, progress: bool=True,
+                temperature: float=TEMPERATURE, top_p: float=TOP_P, max_new_tokens: int=MAX_NEW_TOKENS,
+                seed: int=0, batch_size: int|None=None, progress: bool=True,
                 drop_restated: bool=True,  # do not accept rationales that merely restate the hint
                ) -> list[Trace]:
     "STaR: one unhinted try; questions it gets wrong get one hinted rationalization (trained on the unhinted prompt)."
@@ -169,8 +174,8 @@ def star_sample(model, tokenizer, questions: list[MCQuestion], *,
 
 # %% ../nbs/05_samplers.ipynb #905e4bff
 def prompt_posterior_sample(model, tokenizer, questions: list[MCQuestion], *,
-                            temperature: float=0.7, top_p: float=0.95, max_new_tokens: int=256, seed: int=0,
-                            batch_size: int|None=None, progress: bool=True,
+                            temperature: float=TEMPERATURE, top_p: float=TOP_P, max_new_tokens: int=MAX_NEW_TOKENS,
+                            seed: int=0, batch_size: int|None=None, progress: bool=True,
                             drop_restated: bool=True,  # do not accept rationales that merely restate the hint
                            ) -> list[Trace]:
     "PPS: one hinted rationalization per question, accepted if it ends in the correct answer (trained on the unhinted prompt)."
@@ -183,8 +188,8 @@ def prompt_posterior_sample(model, tokenizer, questions: list[MCQuestion], *,
 # %% ../nbs/05_samplers.ipynb #2bdd279c
 def importance_weighted_pps(model, tokenizer, questions: list[MCQuestion], *,
                             budget: int=4,             # K: hinted samples per question
-                            temperature: float=0.7, top_p: float=0.95, max_new_tokens: int=256, seed: int=0,
-                            batch_size: int|None=None, progress: bool=True,
+                            temperature: float=TEMPERATURE, top_p: float=TOP_P, max_new_tokens: int=MAX_NEW_TOKENS,
+                            seed: int=0, batch_size: int|None=None, progress: bool=True,
                             drop_restated: bool=True,  # give rationales that merely restate the hint weight 0
                            ) -> list[Trace]:
     "PPS-IW: `budget` hinted rationalizations per question, one kept by importance weight π(z|x) π(y*|x,z) / q(z|x,y*)."
@@ -215,6 +220,7 @@ def importance_weighted_pps(model, tokenizer, questions: list[MCQuestion], *,
 # %% ../nbs/05_samplers.ipynb #c56cfcb5
 SAMPLERS = {"rejection": rejection_sample, "star": star_sample, "pps": prompt_posterior_sample, "pps_iw": importance_weighted_pps}
 
+# %% ../nbs/05_samplers.ipynb #43e5db4f
 def get_sampler(name: str):
     "The sampler function called `name`, one of `SAMPLERS`."
     if name not in SAMPLERS: raise ValueError(f"Unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}.")
@@ -223,6 +229,7 @@ def get_sampler(name: str):
 # %% ../nbs/05_samplers.ipynb #de3e57b5
 def _mean(xs): return sum(xs) / len(xs) if xs else None
 
+# %% ../nbs/05_samplers.ipynb #35b506ae
 def sampler_stats(traces: list[Trace]) -> dict:
     "Acceptance, cost and hint use of a list of traces."
     n, acc = len(traces), [t for t in traces if t.accepted]

@@ -31,6 +31,7 @@ def _sampling_logprobs(logits: torch.Tensor,   # (K, V) logits at the positions 
         scores = scores.scatter(-1, idx, vals.masked_fill(out, -float("inf")))
     return scores.log_softmax(-1).gather(-1, tokens[:, None])[:, 0]
 
+# %% ../nbs/04c_scoring.ipynb #e9daef1f
 def token_logprobs(model,                   # a causal LM (plain or peft-wrapped)
                    pairs,                   # (context ids, continuation ids) pairs of token-id lists
                    temperature: float=1.0,  # the sampling temperature to score under (> 0)
@@ -69,6 +70,7 @@ def rationale_parts(q: MCQuestion, text: str) -> tuple[str, str, str]:
     sep = text[len(z):s] if s is not None else (" " if z else "")
     return z, sep, answer_statement(q)
 
+# %% ../nbs/04c_scoring.ipynb #7f12d0e8
 def _ids(tokenizer, text: str) -> list[int]: return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 def _after(tokenizer, context: str, ctx_ids: list[int], text: str) -> list[int]:
@@ -76,6 +78,7 @@ def _after(tokenizer, context: str, ctx_ids: list[int], text: str) -> list[int]:
     whole = _ids(tokenizer, context + text)
     return whole[len(ctx_ids):] if whole[:len(ctx_ids)] == ctx_ids else _ids(tokenizer, text)
 
+# %% ../nbs/04c_scoring.ipynb #bb5cd5d2
 def score_traces(model,                        # a causal LM (plain or peft-wrapped)
                  tokenizer,                    # its tokenizer (with a chat template)
                  questions: list[MCQuestion],  # one question per text
@@ -143,6 +146,7 @@ def estimate_objective(model,                       # a causal LM (plain or peft
         rows.append(row)
     return rows
 
+# %% ../nbs/04c_scoring.ipynb #1eb87925
 def summarise_objective(rows: list[dict]) -> dict:
     "Averages over questions of `estimate_objective`'s rows: mean p̂, mean clipped log p̂, ELBO over answered samples, ESS."
     if not rows: return {}

