@@ -107,8 +107,6 @@ def run_notebook(path: Path, flags, out_json: Path, strict: bool) -> bool:
     on the GPU machine some CPU cells need what it lacks (SmolLM2's real weights, its GGUF file). The verdict is
     that every cell flagged with one of `flags` ran without error."""
     os.environ["IN_TEST"] = "1"                           # as nbdev-test: no progress bars
-    import em_tutorial.core as core                       # from this checkout (ROOT is on sys.path)
-    core.threads_for_test = lambda: None                  # ...but keep this process's torch threads (set by the caller)
     os.environ.setdefault("MPLBACKEND", "Agg")
     path = path.resolve(); cells = notebook_cells(path, flags, _tst_flags())
     ns = {"__name__": "__main__", "__file__": str(path)}

@@ -10,16 +10,8 @@ import hashlib, json, os, tempfile
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['threads_for_test', 'installed', 'cache_dir', 'atomic_write_text', 'atomic_write_json', 'append_jsonl', 'write_jsonl',
-           'read_jsonl', 'repair_jsonl', 'seed_hash', 'file_sha256', 'mermaid_for_quarto', 'rank', 'world_size',
-           'local_rank', 'is_main_process', 'barrier']
-
-# %% ../nbs/00_core.ipynb #d0a4cf2d
-def threads_for_test():
-    "Use one torch thread when running under `nbdev-test` (the env var `IN_TEST` is set)."
-    if os.environ.get("IN_TEST"):
-        import torch
-        torch.set_num_threads(1)
+__all__ = ['installed', 'cache_dir', 'atomic_write_text', 'atomic_write_json', 'append_jsonl', 'write_jsonl', 'read_jsonl',
+           'repair_jsonl', 'seed_hash', 'file_sha256', 'rank', 'world_size', 'local_rank', 'is_main_process', 'barrier']
 
 # %% ../nbs/00_core.ipynb #4eb554d8
 def installed(module: str) -> bool:
@@ -118,12 +110,6 @@ def file_sha256(path) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
     return h.hexdigest()
-
-# %% ../nbs/00_core.ipynb #0c6b8f56
-def mermaid_for_quarto(cell) -> None:
-    "nbdev docs processor: turn a markdown cell's ```mermaid fences into Quarto's ```{mermaid}."
-    if cell.get("cell_type") == "markdown" and "```mermaid" in cell.get("source", ""):
-        cell["source"] = cell["source"].replace("```mermaid", "```{mermaid}")
 
 # %% ../nbs/00_core.ipynb #9812dc37
 def rank() -> int:

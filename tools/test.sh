@@ -23,7 +23,8 @@ python tools/make_readme.py --check
 echo "== 4. notebooks (nbdev-test; cells flagged slow or cuda are skipped)"
 # convert the offline SmolLM2 once before the notebooks run two at a time (each would otherwise race to convert it)
 python -c "from em_tutorial.models import offline_smollm2; offline_smollm2(verbose=False)" 2>/dev/null || true
-time nbdev-test --timing
+# one torch thread per notebook: nbdev-test runs two at a time, and two threads each oversubscribe 2 cores 3-10x
+time OMP_NUM_THREADS=1 nbdev-test --timing
 
 echo "== 5. pytest (tests marked slow are skipped; run them with: pytest -m slow)"
 time python -m pytest -q -m "not slow and not cuda" tests
