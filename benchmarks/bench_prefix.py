@@ -1,15 +1,17 @@
-"""Prefill: the shared prefix once, and the prompts in pieces; each timed against its absence in one run, outputs checked equal.
+"""Prefill: the shared prefix once and the prompts in pieces, each timed against its absence.
+
+Both are timed in one run, and the outputs are checked equal.
 
     HF_HUB_OFFLINE=1 python benchmarks/bench_prefix.py --n 128
 
 1. Shared prefix. `prefill` (`04a_kvcache`) runs a prefix that all the prompts of a piece share (at least
    `SHARED_PREFIX_MIN` tokens) once, then only each prompt's own tokens. This times greedy decoding of `--n`
-   arithmetic validation prompts (a worked example turn makes ~80 of their ~110 tokens common) and `--n` ARC-Easy
-   validation prompts from the bundled sample (only the chat header and instruction are common), with the prefix
-   shared and with sharing switched off, and checks that both give the same texts.
-2. Pieces. `prefill` cuts the prompts into pieces of at most `PREFILL_TOKENS` padded tokens. This times the prefill
-   of `--n` ARC-Easy training prompts (longest first, as `generate` orders them) in pieces and in one forward, and
-   checks that the last-position logits agree.
+   arithmetic validation prompts (a worked example turn makes ~80 of their ~110 tokens common) and `--n`
+   ARC-Easy validation prompts from the bundled sample (only the chat header and instruction are common), with
+   the prefix shared and with sharing switched off, and checks that both give the same texts.
+2. Pieces. `prefill` cuts the prompts into pieces of at most `PREFILL_TOKENS` padded tokens. This times the
+   prefill of `--n` ARC-Easy training prompts (longest first, as `generate` orders them) in pieces and in one
+   forward, and checks that the last-position logits agree.
 Writes benchmarks/results/<device>-prefix.json.
 """
 import argparse, json, platform, time
@@ -30,11 +32,13 @@ def shared_prefix_job(model, tok, n, max_new_tokens) -> dict:
             old, KV.SHARED_PREFIX_MIN = KV.SHARED_PREFIX_MIN, m
             try:
                 t0 = time.time()
-                res = generate(model, tok, ps, max_new_tokens=max_new_tokens, stop=answer_stated, progress=False)
+                res = generate(model, tok, ps, max_new_tokens=max_new_tokens, stop=answer_stated,
+                               progress=False)
                 times[name] = round(time.time() - t0, 1); texts[name] = [c[0].text for c in res]
             finally: KV.SHARED_PREFIX_MIN = old
         assert texts["shared"] == texts["full"], f"{ds}: sharing the prefix changed the output"
-        out[ds] = j = dict(prompts=len(ps), prompt_tokens=sum(map(len, ids)), shared_prefix_tokens=KV.shared_prefix(ids),
+        out[ds] = j = dict(prompts=len(ps), prompt_tokens=sum(map(len, ids)),
+                           shared_prefix_tokens=KV.shared_prefix(ids),
                            seconds_shared=times["shared"], seconds_full=times["full"],
                            speedup=round(times["full"] / times["shared"], 2))
         print("shared prefix,", ds, j, flush=True)
@@ -66,7 +70,8 @@ def main():
     args = ap.parse_args()
     model, tok = load_model("smollm2")
     res = dict(machine=f"{platform.machine()}, {torch.get_num_threads()} torch threads", n=args.n,
-               jobs=shared_prefix_job(model, tok, args.n, args.max_new_tokens), pieces=pieces_job(model, tok, args.n),
+               jobs=shared_prefix_job(model, tok, args.n, args.max_new_tokens),
+               pieces=pieces_job(model, tok, args.n),
                command="python benchmarks/bench_prefix.py" + (f" --n {args.n}" if args.n != 128 else ""))
     dest = Path(__file__).parent/"results"/f"{'cuda' if torch.cuda.is_available() else 'cpu'}-prefix.json"
     dest.write_text(json.dumps(res, indent=1) + "\n"); print("wrote", dest)

@@ -1,7 +1,11 @@
-"""Sampling throughput: em_tutorial's backend against the straightforward baseline, measured in one run.
+"""Sampling throughput: em_tutorial's backend against the straightforward baseline.
 
-    HF_HUB_OFFLINE=1 python benchmarks/bench_sampling.py                      # CPU: SmolLM2-135M-Instruct
-    python benchmarks/bench_sampling.py --shape qwen2.5-0.5b --weights nf4   # CUDA: random-init model of a real shape
+Both are measured in one run.
+
+    # CPU: SmolLM2-135M-Instruct
+    HF_HUB_OFFLINE=1 python benchmarks/bench_sampling.py
+    # CUDA: random-init model of a real shape
+    python benchmarks/bench_sampling.py --shape qwen2.5-0.5b --weights nf4
 
 Baseline: what a straightforward implementation of an E-step does: the policy with its LoRA adapter attached
 (peft-wrapped), plain `model.generate` with sampling, batch 64, dynamic cache, every sequence decoded to
@@ -9,21 +13,24 @@ Baseline: what a straightforward implementation of an E-step does: the policy wi
 settings (temperature, top-p, max_new_tokens).
 
 Both do the same job: one rationale per prompt, of which only the part up to the answer statement is used.
-Throughput is therefore counted in *useful tokens*: for each completion, the tokens up to and including its first
-"The answer is (X)" (all of them when it has none), counted on each method's own outputs, divided by wall time.
-Raw generated tokens per second are printed too. The backend runs twice: continuously batched (its default) and
-in fixed batches of 64 (`continuous=False`, how it decoded before continuous batching), on the same rows.
+Throughput is therefore counted in *useful tokens*: for each completion, the tokens up to and including its
+first "The answer is (X)" (all of them when it has none), counted on each method's own outputs, divided by
+wall time. Raw generated tokens per second are printed too. The backend runs twice: continuously batched (its
+default) and in fixed batches of 64 (`continuous=False`, how it decoded before continuous batching), on the
+same rows.
 
-Roofline: the machine's achievable matmul rate on the model's own weight matrices (every linear layer, the output
-layer included, at the best of several row counts up to 1024), and the FLOPs the job needs (each prompt once
-without padding; one decoding forward per generated token after the first; linear layers, attention scores and
-values, the output layer); the backend's achieved FLOP/s over the time it took, as a fraction of that rate.
+Roofline: the machine's achievable matmul rate on the model's own weight matrices (every linear layer, the
+output layer included, at the best of several row counts up to 1024), and the FLOPs the job needs (each prompt
+once without padding; one decoding forward per generated token after the first; linear layers, attention
+scores and values, the output layer); the backend's achieved FLOP/s over the time it took, as a fraction of
+that rate.
 
 Then one EM round (`run_em`, rejection sampling, budget 2) on `--round-questions` training questions of
-`--round-dataset` (ARC-Easy by default) and as many held-out ones, with its wall time split into sample / train / evaluate (`--round-questions 0` skips it).
+`--round-dataset` (ARC-Easy by default) and as many held-out ones, with its wall time split into sample /
+train / evaluate (`--round-questions 0` skips it).
 Writes benchmarks/results/<device>-<model>.json.
 """
-import argparse, json, os, platform, sys, time
+import argparse, json, platform, sys, time
 from pathlib import Path
 import torch
 import torch.nn.functional as F
@@ -33,10 +40,12 @@ from em_tutorial.data import load_questions, build_prompt, truncate_after_answer
 from em_tutorial.generate import generate, auto_batch_size
 
 SHAPES = {  # real shapes, random init, no download
-    "qwen2.5-0.5b": dict(model_type="qwen2", vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                         num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768, tie_word_embeddings=True),
-    "llama-3.2-1b": dict(model_type="llama", vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-                         num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=131072, tie_word_embeddings=True),
+    "qwen2.5-0.5b": dict(model_type="qwen2", vocab_size=151936, hidden_size=896, intermediate_size=4864,
+                         num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                         max_position_embeddings=32768, tie_word_embeddings=True),
+    "llama-3.2-1b": dict(model_type="llama", vocab_size=128256, hidden_size=2048, intermediate_size=8192,
+                         num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
+                         max_position_embeddings=131072, tie_word_embeddings=True),
 }
 
 def hardware() -> str:
@@ -46,7 +55,8 @@ def hardware() -> str:
     return f"{cpu}, {torch.get_num_threads()} threads"
 
 def load(args):
-    "The policy (peft-wrapped, LoRA r=16) and tokenizer; CUDA shapes are random-init, saved to args.model_dir for run_em."
+    "The policy (peft-wrapped, LoRA r=16) and tokenizer."
+    # CUDA shapes are random-init, saved to args.model_dir for run_em
     from em_tutorial.models import load_model, add_lora
     args.model_dir = "smollm2"
     if args.shape == "smollm2":
@@ -57,17 +67,19 @@ def load(args):
         cfg = dict(SHAPES[args.shape]); mt = cfg.pop("model_type")
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(AutoConfig.for_model(mt, **cfg), dtype=torch.bfloat16)
-        _, tok = load_model("smollm2", verbose=False)   # a real tokenizer for the prompts (its ids fit any of the shapes)
+        # a real tokenizer for the prompts (its ids fit any of the shapes)
+        _, tok = load_model("smollm2", verbose=False)
         args.model_dir = tempfile.mkdtemp(prefix="bench_model_")
         model.save_pretrained(args.model_dir); tok.save_pretrained(args.model_dir); del model
         q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                bnb_4bit_compute_dtype=torch.bfloat16) if args.weights == "nf4" else None
-        model = AutoModelForCausalLM.from_pretrained(args.model_dir, quantization_config=q, dtype=torch.bfloat16, device_map={"": 0})
+        model = AutoModelForCausalLM.from_pretrained(args.model_dir, quantization_config=q,
+                                                     dtype=torch.bfloat16, device_map={"": 0})
     model = add_lora(model, r=16, verbose=False)
     return model, tok
 
 def useful_tokens(tok, texts_and_counts) -> int:
-    "Tokens up to and including the first answer statement of each completion (all of them when it has none)."
+    "Tokens up to and including each completion's first answer statement (all if it has none)."
     total = 0
     for text, n in texts_and_counts:
         cut = truncate_after_answer(text)
@@ -75,12 +87,13 @@ def useful_tokens(tok, texts_and_counts) -> int:
     return total
 
 def baseline(model, tok, prompts, args):
-    "Plain generate on the peft-wrapped model, batch 64, dynamic cache, sampling, no early stop."
+    "Plain generate on the peft-wrapped model, batch 64, dynamic cache, sampling, no early stop"
     torch.manual_seed(args.seed)
     outs = []
     t0 = time.perf_counter()
     for i in range(0, len(prompts), 64):
-        enc = tok(prompts[i:i+64], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        enc = tok(prompts[i:i+64], return_tensors="pt", padding=True,
+                  add_special_tokens=False).to(model.device)
         with torch.inference_mode():
             ids = model.generate(**enc, do_sample=True, temperature=args.temperature, top_p=args.top_p,
                                  max_new_tokens=args.max_new_tokens, pad_token_id=tok.pad_token_id)
@@ -94,14 +107,16 @@ def baseline(model, tok, prompts, args):
 def backend(model, tok, prompts, args, **kw):
     t0 = time.perf_counter()
     res = generate(model, tok, prompts, temperature=args.temperature, top_p=args.top_p,
-                   max_new_tokens=args.max_new_tokens, seed=args.seed, stop=answer_stated, progress=False, **kw)
+                   max_new_tokens=args.max_new_tokens, seed=args.seed, stop=answer_stated,
+                   progress=False, **kw)
     if torch.cuda.is_available(): torch.cuda.synchronize()
     return [(c[0].text, c[0].n_tokens) for c in res], time.perf_counter() - t0
 
 def _linears(model) -> list:
-    """The weight matrices a token goes through: every linear layer of the base model (LoRA factors excluded), the output
-    layer last. 4-bit (NF4) weights are de-quantised, so a 4-bit run's roofline is the matmul rate on the same matrices
-    unquantised: an upper bound for NF4 matmuls (a packed uint8 weight has neither the shape nor a dtype to draw from)."""
+    "The weight matrices a token goes through, the output layer last."
+    # every linear layer of the base model (LoRA factors excluded), the output layer last. 4-bit (NF4)
+    # weights are de-quantised, so a 4-bit run's roofline is the matmul rate on the same matrices unquantised:
+    # an upper bound for NF4 matmuls (a packed uint8 weight has neither the shape nor a dtype to draw from).
     from em_tutorial.models import is_4bit
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     head = base.get_output_embeddings()
@@ -114,7 +129,8 @@ def _linears(model) -> list:
     return body + [weight(head)]
 
 def matmul_rate(model, rows=(64, 128, 256, 512, 1024), repeats=3) -> dict:
-    "Achievable FLOP/s: one pass of `rows` random activations through the model's own weight matrices, best of `repeats`, per row count."
+    "Achievable FLOP/s per row count in `rows`, the best of `repeats` passes."
+    # one pass: that many random activations through the model's own weight matrices
     ws = [w.detach() for w in _linears(model)]
     flop = sum(2 * w.shape[0] * w.shape[1] for w in ws)
     out = {}
@@ -132,36 +148,41 @@ def matmul_rate(model, rows=(64, 128, 256, 512, 1024), repeats=3) -> dict:
     return out
 
 def job_flops(model, prompt_lens, gen_lens) -> float:
-    """FLOPs the sampling job needs: each prompt once (no padding, logits for its last position only), then one
-    forward per generated token after the first (the first comes from the prompt pass): every linear layer, the
-    attention scores and weighted values (2 x 2 x heads x head size per key), the output layer."""
+    "FLOPs the sampling job needs: the prompt passes and one forward per later generated token."
+    # each prompt once (no padding, logits for its last position only), then one forward per generated token
+    # after the first (the first comes from the prompt pass): every linear layer, the attention scores and
+    # weighted values (2 x 2 x heads x head size per key), the output layer.
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     ws = _linears(model)
-    head = 2 * ws[-1].shape[0] * ws[-1].shape[1]                           # the output layer is the last linear
+    # the output layer is the last linear
+    head = 2 * ws[-1].shape[0] * ws[-1].shape[1]
     body = sum(2 * w.shape[0] * w.shape[1] for w in ws[:-1])
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     attn = 4 * cfg.num_hidden_layers * cfg.num_attention_heads * head_dim   # per (query, key) pair
     total = 0
     for P, n in zip(prompt_lens, gen_lens):
         total += P * body + head + attn * P * (P + 1) // 2                  # prompt pass, causal
-        total += (n - 1) * (body + head) + attn * sum(P + t for t in range(1, n))   # token t attends P + t keys
+        # token t attends P + t keys
+        total += (n - 1) * (body + head) + attn * sum(P + t for t in range(1, n))
     return float(total)
 
 def em_round(args) -> dict:
-    "Wall time of one EM round (sample, train, evaluate) with run_em on this model, from the round's metrics.json."
+    "Wall time of one run_em round (sample, train, evaluate) on this model, from metrics.json."
     import tempfile
     from em_tutorial.em import EMConfig, run_em
     work = Path(tempfile.mkdtemp(prefix="bench_round_"))
-    cfg = EMConfig(model=args.model_dir, dataset=args.round_dataset, source=args.source, rounds=1, n_train=args.round_questions,
-                   n_eval=args.round_questions, budget=2, max_new_tokens=args.max_new_tokens, epochs=1, warmup_ratio=0.0,
-                   quantize="4bit" if args.weights == "nf4" and args.shape != "smollm2" else "none", seed=args.seed)
+    cfg = EMConfig(model=args.model_dir, dataset=args.round_dataset, source=args.source, rounds=1,
+                   n_train=args.round_questions, n_eval=args.round_questions, budget=2,
+                   max_new_tokens=args.max_new_tokens, epochs=1, warmup_ratio=0.0,
+                   quantize="4bit" if args.weights == "nf4" and args.shape != "smollm2" else "none",
+                   seed=args.seed)
     t0 = time.perf_counter()
     run_em(cfg, work/"run", progress=False)
     total = time.perf_counter() - t0
     m = json.loads((work/"run"/"round_1"/"metrics.json").read_text())
     sec = m["seconds"]
-    return dict(n_train=cfg.n_train, n_eval=cfg.n_eval, sampler="rejection", budget=2, n_accepted=m["n_accepted"],
-                sample_s=sec["sample"], train_s=sec["train"], eval_s=sec["eval"],
+    return dict(n_train=cfg.n_train, n_eval=cfg.n_eval, sampler="rejection", budget=2,
+                n_accepted=m["n_accepted"], sample_s=sec["sample"], train_s=sec["train"], eval_s=sec["eval"],
                 base_eval_s=json.loads((work/"run"/"round_0"/"metrics.json").read_text())["seconds"]["eval"],
                 total_s=round(total, 1))
 
@@ -174,9 +195,12 @@ def main():
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--top-p", type=float, default=0.95)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--round-questions", type=int, default=64, help="questions for the EM-round timing (0: skip it)")
-    ap.add_argument("--round-dataset", default="arc_easy", help="dataset of the EM round (e.g. arc_challenge with --source)")
-    ap.add_argument("--source", default=None, help="release-file folder for the EM round's dataset (default: bundled sample)")
+    ap.add_argument("--round-questions", type=int, default=64,
+                    help="questions for the EM-round timing (0: skip it)")
+    ap.add_argument("--round-dataset", default="arc_easy",
+                    help="dataset of the EM round (e.g. arc_challenge with --source)")
+    ap.add_argument("--source", default=None,
+                    help="release-file folder for the EM round's dataset (default: bundled sample)")
     ap.add_argument("--out", default=str(Path(__file__).parent/"results"))
     args = ap.parse_args()
     model, tok = load(args)
@@ -191,8 +215,8 @@ def main():
     b_use, e_use = useful_tokens(tok, b_out), useful_tokens(tok, e_out)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     name = args.shape if args.shape == "smollm2" else f"{args.shape}-{args.weights}"
-    res = dict(device=dev, hardware=hardware(), model=name, n_prompts=len(prompts), max_new_tokens=args.max_new_tokens,
-               temperature=args.temperature, top_p=args.top_p,
+    res = dict(device=dev, hardware=hardware(), model=name, n_prompts=len(prompts),
+               max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                baseline_s=round(b_time, 2), backend_s=round(e_time, 2),
                baseline_raw_tokens=sum(n for _, n in b_out), backend_raw_tokens=sum(n for _, n in e_out),
                baseline_useful_tokens=b_use, backend_useful_tokens=e_use,
@@ -205,22 +229,24 @@ def main():
     best = max(rates, key=rates.get)
     plens = [len(x) for x in tok(prompts, add_special_tokens=False)["input_ids"]]
     flop = job_flops(model, plens, [n for _, n in e_out])
-    res["roofline"] = dict(matmul_gflops_by_rows={m: round(r / 1e9, 1) for m, r in rates.items()}, best_rows=best,
+    res["roofline"] = dict(matmul_gflops_by_rows={m: round(r / 1e9, 1) for m, r in rates.items()},
+                           best_rows=best,
                            job_gflop=round(flop / 1e9, 1), backend_gflops=round(flop / e_time / 1e9, 1),
                            fraction=round(flop / e_time / rates[best], 3),
                            bound_tok_s=round(sum(n for _, n in e_out) * rates[best] / flop, 1))
     res["command"] = "python " + " ".join(sys.argv)
     print(f"{'':10} {'seconds':>8} {'raw tok':>8} {'useful tok':>10} {'useful tok/s':>12}")
-    print(f"{'baseline':10} {b_time:8.1f} {res['baseline_raw_tokens']:8d} {b_use:10d} {res['baseline_tok_s']:12.1f}")
-    print(f"{'backend':10} {e_time:8.1f} {res['backend_raw_tokens']:8d} {e_use:10d} {res['backend_tok_s']:12.1f}"
-          f"   continuous, batch {res['backend_batch_size']}")
-    print(f"{'fixed 64':10} {f_time:8.1f} {res['backend_raw_tokens']:8d} {e_use:10d} {res['fixed64_tok_s']:12.1f}"
-          "   the backend in fixed batches of 64 (same samples)")
+    print(f"{'baseline':10} {b_time:8.1f} {res['baseline_raw_tokens']:8d} {b_use:10d} "
+          f"{res['baseline_tok_s']:12.1f}")
+    print(f"{'backend':10} {e_time:8.1f} {res['backend_raw_tokens']:8d} {e_use:10d} "
+          f"{res['backend_tok_s']:12.1f}   continuous, batch {res['backend_batch_size']}")
+    print(f"{'fixed 64':10} {f_time:8.1f} {res['backend_raw_tokens']:8d} {e_use:10d} "
+          f"{res['fixed64_tok_s']:12.1f}   the backend in fixed batches of 64 (same samples)")
     print(f"ratio (backend / baseline useful tok/s): {res['ratio']:.2f}   continuous / fixed 64: "
           f"{res['ratio_continuous_over_fixed64']:.2f}   [{res['hardware']}]")
     r = res["roofline"]
-    print(f"roofline: matmul {r['matmul_gflops_by_rows']} GFLOP/s by rows; job {r['job_gflop']} GFLOP; backend "
-          f"{r['backend_gflops']} GFLOP/s = {r['fraction']:.0%} of the best ({r['best_rows']} rows); "
+    print(f"roofline: matmul {r['matmul_gflops_by_rows']} GFLOP/s by rows; job {r['job_gflop']} GFLOP; "
+          f"backend {r['backend_gflops']} GFLOP/s = {r['fraction']:.0%} of the best ({r['best_rows']} rows); "
           f"bound {r['bound_tok_s']} tok/s")
     from profile_sampling import profile
     res["profile"] = profile(model, tok, prompts, temperature=args.temperature, top_p=args.top_p,
@@ -229,8 +255,9 @@ def main():
     for part, share in res["profile"]["share_by_part"].items(): print(f"  {share:6.1%}  {part}")
     if args.round_questions:
         r = res["em_round"] = em_round(args)
-        print(f"one EM round, {r['n_train']} train + {r['n_eval']} eval questions: sample {r['sample_s']:.1f} s · "
-              f"train {r['train_s']:.1f} s · evaluate {r['eval_s']:.1f} s  ({r['n_accepted']} accepted traces)")
+        print(f"one EM round, {r['n_train']} train + {r['n_eval']} eval questions: "
+              f"sample {r['sample_s']:.1f} s · train {r['train_s']:.1f} s · evaluate {r['eval_s']:.1f} s  "
+              f"({r['n_accepted']} accepted traces)")
     out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
     (out/f"{dev}-{name}.json").write_text(json.dumps(res, indent=2) + "\n")
 

@@ -1,4 +1,4 @@
-"""Generated multiple-choice arithmetic in which the rationale decides the answer, with every intermediate value checkable.
+"""Generated multiple-choice arithmetic whose rationale decides the answer, every step checkable.
 
 Docs: https://em-tutorial.github.io/em_tutorial/arithmetic.html.md"""
 
@@ -17,7 +17,8 @@ __all__ = ['ARITHMETIC', 'ARITHMETIC_DEFAULT', 'ARITHMETIC_SIZES', 'CHOICE_PATTE
 # %% ../nbs/02a_arithmetic.ipynb #c16b6015
 ARITHMETIC = "arithmetic"
 ARITHMETIC_DEFAULT = dict(steps=1, digits=2, ops="+", choices="pattern")
-ARITHMETIC_SIZES = {"train": 2000, "validation": 500, "test": 500}   # most problems per split (fewer if the space is small)
+# most problems per split (fewer if the space is small)
+ARITHMETIC_SIZES = {"train": 2000, "validation": 500, "test": 500}
 _NAME = re.compile(r"arithmetic(?:-(\d)step)?(?:-(\d)digit)?(-mixed)?(-nearmiss)?")
 
 def is_arithmetic(dataset: str) -> bool:
@@ -26,19 +27,22 @@ def is_arithmetic(dataset: str) -> bool:
 
 # %% ../nbs/02a_arithmetic.ipynb #c0b0f4f2
 def arithmetic_difficulty(dataset: str) -> dict:
-    "The steps, digits, operations and kind of choices a name such as 'arithmetic-2step-1digit-mixed' asks for."
+    "The steps, digits, operations and kind of choices that the name `dataset` asks for."
     m = _NAME.fullmatch(dataset) if isinstance(dataset, str) else None
-    if m is None: raise ValueError(f"{dataset!r} is not an arithmetic dataset name; use e.g. 'arithmetic' or 'arithmetic-2step-1digit-mixed'.")
+    if m is None: raise ValueError(f"{dataset!r} is not an arithmetic dataset name; "
+                                   "use e.g. 'arithmetic' or 'arithmetic-2step-1digit-mixed'.")
     d = dict(ARITHMETIC_DEFAULT)
     if m[1]: d["steps"] = int(m[1])
     if m[2]: d["digits"] = int(m[2])
     if m[3]: d["ops"] = "+-"
     if m[4]: d["choices"] = "nearmiss"
-    if not (1 <= d["steps"] <= 4 and 1 <= d["digits"] <= 4): raise ValueError(f"{dataset!r}: steps and digits must be 1 to 4.")
+    if not (1 <= d["steps"] <= 4 and 1 <= d["digits"] <= 4):
+        raise ValueError(f"{dataset!r}: steps and digits must be 1 to 4.")
     return d
 
 # %% ../nbs/02a_arithmetic.ipynb #8c68d304
-def _operand(rng, digits) -> int: return rng.randint(10 ** (digits - 1) if digits > 1 else 1, 10 ** digits - 1)
+def _operand(rng, digits) -> int:
+    return rng.randint(10 ** (digits - 1) if digits > 1 else 1, 10 ** digits - 1)
 
 def _problem(rng, steps, digits, ops) -> tuple:
     start, seq, v = _operand(rng, digits), [], None
@@ -67,7 +71,7 @@ def fact_text(steps) -> str:
 CHOICE_PATTERN = (0, 1, 10, 11)   # the choice set's offsets from its smallest value
 
 def choice_quads(by_answer: dict, k: int, rng) -> list[list]:
-    "Up to `k` quads: for a base b, one problem (popped from `by_answer[v]`) for each answer v = b + offset."
+    "Up to `k` quads: for a base b, a problem popped from `by_answer[b + o]` for each offset o."
     bases = [b for b in sorted(by_answer) if all(b + o in by_answer for o in CHOICE_PATTERN)]
     rng.shuffle(bases)
     quads = []
@@ -92,7 +96,8 @@ def near_misses(start: int, seq, rng, k: int=3) -> list[int]:
     cands = sorted(c for c in cands if c >= 0 and c != ans)
     rng.shuffle(cands)
     out, d = cands[:k], 2
-    while len(out) < k:                                                   # tiny problems: fill with the nearest values
+    # tiny problems: fill with the nearest values
+    while len(out) < k:
         for c in (ans + d, ans - d):
             if c >= 0 and c != ans and c not in out and len(out) < k: out.append(c)
         d += 1
@@ -105,9 +110,9 @@ def _stem(start, seq) -> str: return "What is " + str(start) + "".join(f" {op} {
 
 # %% ../nbs/02a_arithmetic.ipynb #043282d7
 def _split_problems(rng, split, steps, digits, ops, want: int) -> dict:
-    "Distinct problems of `split`, drawn until `want` of them or the space runs out, grouped by answer."
+    "Distinct problems of `split`, up to `want` or until the space runs out, grouped by answer."
     by_answer, seen, misses = {}, set(), 0
-    while len(seen) < want and misses < 1000 + want:                       # long runs of misses: the space is used up
+    while len(seen) < want and misses < 1000 + want:  # long runs of misses: the space is used up
         key = _problem(rng, steps, digits, ops)
         if key in seen or seed_hash("arithmetic-split", key) % 10 not in _SHARES[split]: misses += 1; continue
         seen.add(key); misses = 0
@@ -116,7 +121,8 @@ def _split_problems(rng, split, steps, digits, ops, want: int) -> dict:
 
 # %% ../nbs/02a_arithmetic.ipynb #31db0af0
 def _nearmiss_problems(rng, split, steps, digits, ops, n, name) -> list[dict]:
-    "The first version: each problem with three `near_misses`, shuffled (ids as recorded: without '-nearmiss')."
+    "The first version: each problem with three `near_misses`, shuffled."
+    # ids as recorded: without '-nearmiss'
     out, seen, misses = [], set(), 0
     while len(out) < n and misses < 20 * n + 1000:                        # a small space runs out: stop
         start, seq = _problem(rng, steps, digits, ops)
@@ -125,49 +131,60 @@ def _nearmiss_problems(rng, split, steps, digits, ops, n, name) -> list[dict]:
         seen.add(key); misses = 0
         steps_ = steps_of(start, seq); ans = steps_[-1][3]
         choices = [ans, *near_misses(start, seq, rng)]; rng.shuffle(choices)
-        out.append(dict(id=f"{name}-{split}-{len(out):04d}", stem=_stem(start, seq), choices=[str(c) for c in choices],
-                        answer="ABCD"[choices.index(ans)], fact=fact_text(steps_)))
+        out.append(dict(id=f"{name}-{split}-{len(out):04d}", stem=_stem(start, seq),
+                        choices=[str(c) for c in choices], answer="ABCD"[choices.index(ans)],
+                        fact=fact_text(steps_)))
     return out
 
 # %% ../nbs/02a_arithmetic.ipynb #1225433a
 @functools.lru_cache(maxsize=64)
 def _generated(split, steps, digits, ops, choices, n, name) -> tuple:
-    "`arithmetic_problems`, computed once per process (the same name always gives the same problems)."
+    "`arithmetic_problems`, computed once per process (a name always gives the same problems)."
     rng = random.Random(seed_hash("arithmetic", split, steps, digits, ops))
-    if choices == "nearmiss": return tuple(_nearmiss_problems(rng, split, steps, digits, ops, n, name.removesuffix("-nearmiss")))
-    items = [item for quad in choice_quads(_split_problems(rng, split, steps, digits, ops, 4 * n), -(-n // 4), rng) for item in quad]
+    if choices == "nearmiss":
+        return tuple(_nearmiss_problems(rng, split, steps, digits, ops, n, name.removesuffix("-nearmiss")))
+    items = [item for quad in choice_quads(_split_problems(rng, split, steps, digits, ops, 4 * n),
+                                           -(-n // 4), rng) for item in quad]
     rng.shuffle(items)
     out = []
     for b, (start, seq) in items[:n]:
         steps_ = steps_of(start, seq)
-        out.append(dict(id=f"{name}-{split}-{len(out):04d}", stem=_stem(start, seq), choices=[str(b + o) for o in CHOICE_PATTERN],
+        out.append(dict(id=f"{name}-{split}-{len(out):04d}", stem=_stem(start, seq),
+                        choices=[str(b + o) for o in CHOICE_PATTERN],
                         answer="ABCD"[CHOICE_PATTERN.index(steps_[-1][3] - b)], fact=fact_text(steps_)))
     return tuple(out)
 
 # %% ../nbs/02a_arithmetic.ipynb #bbc712bb
-def arithmetic_problems(split: str,                # 'train', 'validation' or 'test'
-                        steps: int=1,              # operations per problem
-                        digits: int=2,             # digits of every operand
-                        ops: str="+",              # operations to draw from: '+' or '+-'
-                        choices: str="pattern",    # 'pattern' (quads of CHOICE_PATTERN) or 'nearmiss' (the first version)
-                        n: int|None=None,          # most problems (None: `ARITHMETIC_SIZES[split]`)
-                        name: str=ARITHMETIC,      # the dataset name written into the ids
-                       ) -> list[dict]:
-    "Generated problems as plain fields: id, stem, choices (4 numbers as text), answer (a letter) and fact (the solution)."
-    if split not in _SHARES: raise ValueError(f"Unknown split {split!r}; choose one of: train, validation, test.")
+def arithmetic_problems(
+    split: str,                # 'train', 'validation' or 'test'
+    steps: int=1,              # operations per problem
+    digits: int=2,             # digits of every operand
+    ops: str="+",              # operations to draw from: '+' or '+-'
+    choices: str="pattern",    # 'pattern' (quads of CHOICE_PATTERN) or 'nearmiss' (the first version)
+    n: int|None=None,          # most problems (None: `ARITHMETIC_SIZES[split]`)
+    name: str=ARITHMETIC,      # the dataset name written into the ids
+) -> list[dict]:
+    "Generated problems as plain fields: id, stem, choices, answer and fact."
+    if split not in _SHARES:
+        raise ValueError(f"Unknown split {split!r}; choose one of: train, validation, test.")
     if not ops or set(ops) - set("+-"): raise ValueError(f"ops={ops!r} must be made of '+' and '-'.")
-    if choices not in ("pattern", "nearmiss"): raise ValueError(f"choices={choices!r} must be 'pattern' or 'nearmiss'.")
-    return [dict(p) for p in _generated(split, steps, digits, ops, choices, ARITHMETIC_SIZES[split] if n is None else n, name)]
+    if choices not in ("pattern", "nearmiss"):
+        raise ValueError(f"choices={choices!r} must be 'pattern' or 'nearmiss'.")
+    return [dict(p) for p in _generated(split, steps, digits, ops, choices,
+                                        ARITHMETIC_SIZES[split] if n is None else n, name)]
 
 # %% ../nbs/02a_arithmetic.ipynb #c0a1b2d2
-def _by(key): return lambda c: max(range(len(c)), key=lambda i: key(c, i))   # the first choice with the highest key
+# the first choice with the highest key
+def _by(key): return lambda c: max(range(len(c)), key=lambda i: key(c, i))
 def _rank(k): return lambda c: sorted(range(len(c)), key=c.__getitem__)[k]
 def _near(c, i) -> int: return sum(abs(c[i] - x) in (1, 10) for x in c)
 
-CHOICE_RULES = {                                              # rules that see only the choices (as integers, in shown order)
+# rules that see only the choices (as integers, in shown order)
+CHOICE_RULES = {
     "smallest": _rank(0), "second smallest": _rank(1), "second largest": _rank(2), "largest": _rank(3),
     "first shown": lambda c: 0, "last shown": lambda c: len(c) - 1,
-    "most others 1 or 10 away": _by(_near), "closest to the mean": _by(lambda c, i: -abs(c[i] - sum(c) / len(c))),
+    "most others 1 or 10 away": _by(_near),
+    "closest to the mean": _by(lambda c, i: -abs(c[i] - sum(c) / len(c))),
     "first even": _by(lambda c, i: c[i] % 2 == 0), "first odd": _by(lambda c, i: c[i] % 2 == 1),
     "most common last digit": _by(lambda c, i: sum(x % 10 == c[i] % 10 for x in c)),
     "largest digit sum": _by(lambda c, i: sum(map(int, str(c[i])))),
@@ -178,7 +195,7 @@ def _features(c, i) -> tuple:
     return (sorted(c).index(c[i]), c[i] % 2, c[i] % 10, _near(c, i), c[i] // 10 % 10)
 
 def learned_choice_rule(problems: list[dict]):
-    "A rule fitted on `problems`' choices and answers alone: the choice whose features were most often correct there."
+    "A choices-only rule fitted on `problems`: the choice whose features were most often right."
     from collections import Counter
     seen, right = Counter(), Counter()
     for p in problems:
@@ -186,30 +203,36 @@ def learned_choice_rule(problems: list[dict]):
         for i in range(len(c)):
             for f, v in enumerate(_features(c, i)):
                 seen[f, v] += 1; right[f, v] += i == "ABCD".index(p["answer"])
-    rate = lambda f, v: (right[f, v] + 1) / (seen[f, v] + 4)                  # smoothed share correct
+    rate = lambda f, v: (right[f, v] + 1) / (seen[f, v] + 4)  # smoothed share correct
     return _by(lambda c, i: sum(math.log(rate(f, v)) for f, v in enumerate(_features(c, i))))
 
 # %% ../nbs/02a_arithmetic.ipynb #9e3f374f
 def choices_only_accuracy(problems: list[dict], rule) -> float:
     "The share of `problems` a rule that sees only the choices gets right."
-    return sum(rule([int(x) for x in p["choices"]]) == "ABCD".index(p["answer"]) for p in problems) / len(problems)
+    return (sum(rule([int(x) for x in p["choices"]]) == "ABCD".index(p["answer"]) for p in problems)
+            / len(problems))
 
 # %% ../nbs/02a_arithmetic.ipynb #357a3ddf
 _IS = r"\s*(?:=|equals|is|gives|makes|:)\s*"
-_FORMS = [(re.compile(r"(\d+)\s*(\+|plus)\s*(\d+)" + _IS + r"(\d+)"), (0, 1, 2, 3)),                       # 58 + 81 = 139
-          (re.compile(r"(\d+)\s*(-|−|minus)\s*(\d+)" + _IS + r"(\d+)"), (0, 1, 2, 3)),                    # 81 - 58 is 23
-          (re.compile(r"(?:add(?:ing)?|(?:the )?(?:sum|total) of)\s+(\d+)\s+(and|to|plus)\s+(\d+)"              # add 58 and 81,
-                      r"(?:[^\d.\n]{0,30}?\b(?:is|equals|gives(?: us)?|makes)\s*|\s*[:=]\s*)(\d+)(?!\d)(?!\s*[+\-−*×/]\s*\d)", re.I), (0, 1, 2, 3)),  # ..., which equals 139
-          (re.compile(r"subtract(?:ing)?\s+(\d+)\s+(from)\s+(\d+)" + r"(?:[^\d.\n]{0,30}?\b(?:is|equals|gives(?: us)?|leaves)\s*|\s*[:=]\s*)(\d+)(?!\d)(?!\s*[+\-−*×/]\s*\d)", re.I),
-           (2, 1, 0, 3))]                                                                                  # subtract 58 from 81: 23
+_FORMS = [(re.compile(r"(\d+)\s*(\+|plus)\s*(\d+)" + _IS + r"(\d+)"), (0, 1, 2, 3)),       # 58 + 81 = 139
+          (re.compile(r"(\d+)\s*(-|−|minus)\s*(\d+)" + _IS + r"(\d+)"), (0, 1, 2, 3)),    # 81 - 58 is 23
+          # add 58 and 81, ..., which equals 139
+          (re.compile(r"(?:add(?:ing)?|(?:the )?(?:sum|total) of)\s+(\d+)\s+(and|to|plus)\s+(\d+)"
+                      r"(?:[^\d.\n]{0,30}?\b(?:is|equals|gives(?: us)?|makes)\s*|\s*[:=]\s*)"
+                      r"(\d+)(?!\d)(?!\s*[+\-−*×/]\s*\d)", re.I), (0, 1, 2, 3)),
+          # subtract 58 from 81: 23
+          (re.compile(r"subtract(?:ing)?\s+(\d+)\s+(from)\s+(\d+)"
+                      + r"(?:[^\d.\n]{0,30}?\b(?:is|equals|gives(?: us)?|leaves)\s*|\s*[:=]\s*)"
+                        r"(\d+)(?!\d)(?!\s*[+\-−*×/]\s*\d)", re.I),
+           (2, 1, 0, 3))]
 
 def _normal(a: int, op: str, b: int, c: int) -> tuple:
-    "An equation as (a, op, b, c) with a sum's terms in increasing order, so that b + a = c is a + b = c."
+    "An equation as (a, op, b, c), a sum's terms in increasing order (b + a = c is a + b = c)."
     return (min(a, b), "+", max(a, b), c) if op == "+" else (a, "-", b, c)
 
 # %% ../nbs/02a_arithmetic.ipynb #e795b356
 def equations(text: str) -> list[tuple]:
-    "Every equation written in `text`, in symbols or in words, as (a, op, b, c) with integers, a sum's terms in order."
+    "Every equation in `text`, in symbols or words, as `_normal` integer tuples (a, op, b, c)."
     out = []
     for pattern, order in _FORMS:
         for m in pattern.finditer(text or ""):
@@ -220,7 +243,8 @@ def equations(text: str) -> list[tuple]:
 
 # %% ../nbs/02a_arithmetic.ipynb #7c8de818
 def faithful(fact: str, rationale: str) -> bool:
-    "Whether `rationale` writes every step of the solution `fact` (in any order of a sum's terms) and no false equation."
+    "Whether `rationale` writes every step of the solution `fact` and no false equation."
     eqs = equations(rationale)
     true = all((a + b if op == "+" else a - b) == c for a, op, b, c in eqs)
+    # a step of `fact` may be written with a sum's terms in any order
     return bool(eqs) and true and all(step in eqs for step in equations(fact))

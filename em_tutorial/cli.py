@@ -19,7 +19,8 @@ __all__ = ['DEMO', 'DEMO_SIZES', 'DEMO_METHODS', 'cmd_data', 'config_flags', 'co
 
 # %% ../nbs/11_cli.ipynb #8a4bf893
 def _add_source(p):
-    p.add_argument("--source", default=None, help="data: a folder of release files, or 'hub' (default: the bundled sample)")
+    p.add_argument("--source", default=None,
+                   help="data: a folder of release files, or 'hub' (default: the bundled sample)")
     p.add_argument("--data-dir", dest="source", help=argparse.SUPPRESS)   # the old name, still accepted
 
 # %% ../nbs/11_cli.ipynb #a4ad926a
@@ -40,8 +41,8 @@ def cmd_data(args) -> int:
 def _add_data(sub):
     p = sub.add_parser("data", help="count the questions of a dataset and show one",
                        description="Print the number of questions per split of DATASET and one example.")
-    p.add_argument("dataset", help="which dataset: " + ", ".join(DATASETS) + " (arithmetic may name its difficulty, "
-                   "e.g. arithmetic-2step-1digit-mixed)")
+    p.add_argument("dataset", help="which dataset: " + ", ".join(DATASETS) + " (arithmetic may name its "
+                   "difficulty, e.g. arithmetic-2step-1digit-mixed)")
     p.add_argument("--split", help="one split only (train/validation/test; MMLU: dev/validation/test)")
     _add_source(p)
     p.add_argument("--subjects", nargs="+", default=None, help="MMLU subjects (default: all 57)")
@@ -50,19 +51,22 @@ def _add_data(sub):
 
 # %% ../nbs/11_cli.ipynb #68b1884a
 def _choices() -> dict:
-    "The registries that name the valid values of some EMConfig fields, and the methods `compare` runs."
+    "The registries naming the valid values of some EMConfig fields, and `compare`'s methods."
     from em_tutorial.models import QUANTIZE
     from em_tutorial.mstep import SCHEDULERS
     from em_tutorial.samplers import SAMPLERS
     from em_tutorial.experiments import ALL_METHODS
-    return {"sampler": tuple(SAMPLERS), "quantize": QUANTIZE, "scheduler": SCHEDULERS,   # datasets: checked by EMConfig
+    # datasets: checked by EMConfig
+    return {"sampler": tuple(SAMPLERS), "quantize": QUANTIZE, "scheduler": SCHEDULERS,
             "method": tuple(dict.fromkeys([*ALL_METHODS, *SAMPLERS]))}
 
 # %% ../nbs/11_cli.ipynb #ad69471e
-_FIELDS_WITH_OWN_FLAG = ("sampler", "continue_adapter")   # train's --sampler; --restart-adapter sets continue_adapter=False
+# train's --sampler; --restart-adapter sets continue_adapter=False
+_FIELDS_WITH_OWN_FLAG = ("sampler", "continue_adapter")
 
 def config_flags() -> dict:
-    "EMConfig's fields as flags: name -> (type, help), the help read from the field's own comment (fastcore docments)."
+    "EMConfig's fields as flags: name -> (type, help)."
+    # the help is read from the field's own comment (fastcore docments)
     from fastcore.docments import docments
     from em_tutorial.em import EMConfig
     docs = docments(EMConfig)
@@ -77,9 +81,10 @@ def _add_config_flags(p, defaults: dict|None=None):
     base, choices = {**EMConfig().to_dict(), **(defaults or {})}, _choices()
     for k, (t, h) in config_flags().items():
         d = base.get(k)
-        p.add_argument("--" + k.replace("_", "-"), type=t, default=None, choices=choices.get(k), metavar=k.upper(),
-                       help=h + (f" (default {d})" if d is not None else ""))
-    p.add_argument("--restart-adapter", action="store_true", help="restart from the base model every round, as STaR did")
+        p.add_argument("--" + k.replace("_", "-"), type=t, default=None, choices=choices.get(k),
+                       metavar=k.upper(), help=h + (f" (default {d})" if d is not None else ""))
+    p.add_argument("--restart-adapter", action="store_true",
+                   help="restart from the base model every round, as STaR did")
     p.add_argument("--overwrite", action="store_true", help="wipe a run folder made with another config")
 
 # %% ../nbs/11_cli.ipynb #24d5f94e
@@ -90,7 +95,8 @@ def config_from_args(args, defaults: dict|None=None) -> dict:
         path = Path(args.config)
         if not path.is_file(): raise FileNotFoundError(f"Config file {path} does not exist.")
         try: cfg.update(json.loads(path.read_text()))
-        except json.JSONDecodeError as e: raise ValueError(f"{path} is not valid JSON ({e.msg}, line {e.lineno}).") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON ({e.msg}, line {e.lineno}).") from None
     cfg.update({k: getattr(args, k) for k in config_flags() if getattr(args, k, None) is not None})
     if getattr(args, "restart_adapter", False): cfg["continue_adapter"] = False
     return cfg
@@ -99,9 +105,10 @@ def config_from_args(args, defaults: dict|None=None) -> dict:
 def cmd_train(args) -> int:
     "Run (or resume) EM with one sampler."
     from em_tutorial.em import EMConfig, run_em
-    cfg = EMConfig.from_dict({**config_from_args(args), **({"sampler": args.sampler} if args.sampler else {})})
+    cfg = EMConfig.from_dict({**config_from_args(args),
+                              **({"sampler": args.sampler} if args.sampler else {})})
     rows = run_em(cfg, args.run_dir, overwrite=args.overwrite)
-    if not is_main_process(): return 0                       # under `accelerate launch`, the main process reports
+    if not is_main_process(): return 0   # under `accelerate launch`, the main process reports
     for r in rows: print(f"round {r['round']}: accuracy {r['accuracy']:.3f} on {r['n_eval']} questions")
     print(f"run folder: {args.run_dir}")
     return 0
@@ -109,16 +116,18 @@ def cmd_train(args) -> int:
 # %% ../nbs/11_cli.ipynb #a2adf944
 def _add_train(sub):
     p = sub.add_parser("train", help="run EM with one sampler (resumes)",
-                       description="Run (or resume) EM: sample, filter, train, evaluate. Several processes or GPUs: "
+                       description="Run (or resume) EM: sample, filter, train, evaluate. "
+                                   "Several processes or GPUs: "
                                    "accelerate launch --num_processes N $(which em-tutorial) train ...")
-    p.add_argument("--sampler", choices=_choices()["sampler"], default=None, help="E-step sampler (default rejection)")
+    p.add_argument("--sampler", choices=_choices()["sampler"], default=None,
+                   help="E-step sampler (default rejection)")
     p.add_argument("--run-dir", required=True, help="folder for config, traces, adapters and metrics")
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
 # %% ../nbs/11_cli.ipynb #b242330d
 def cmd_eval(args) -> int:
-    "Evaluate a run folder's round, or a model (optionally with an adapter), on held-out questions."
+    "Evaluate a run's round, or a model (optionally with an adapter), on held-out questions."
     from em_tutorial.evaluate import evaluate_cot, loglik_accuracy
     from em_tutorial.em import evaluate_run
     if bool(args.run_dir) == bool(args.model): raise ValueError("Pass exactly one of --run-dir or --model.")
@@ -128,7 +137,8 @@ def cmd_eval(args) -> int:
     else:
         from em_tutorial.models import load_model
         model, tok = load_model(args.model, adapter=args.adapter)
-        qs = load_questions(args.dataset, args.split or "validation", source=args.source, n=args.n, seed=args.seed)
+        qs = load_questions(args.dataset, args.split or "validation", source=args.source, n=args.n,
+                            seed=args.seed)
         res = (evaluate_cot(model, tok, qs, max_new_tokens=args.max_new_tokens or 256) if args.method == "cot"
                else loglik_accuracy(model, tok, qs, method=args.method))
     print(res._repr_markdown_())
@@ -137,10 +147,13 @@ def cmd_eval(args) -> int:
 
 # %% ../nbs/11_cli.ipynb #a9568f49
 def _add_eval(sub):
-    p = sub.add_parser("eval", help="evaluate a run folder or a model", description="Chain-of-thought or log-likelihood accuracy with 95% intervals.")
+    p = sub.add_parser("eval", help="evaluate a run folder or a model",
+                       description="Chain-of-thought or log-likelihood accuracy with 95% intervals.")
     p.add_argument("--run-dir", help="a folder written by `em-tutorial train`")
-    p.add_argument("--round", type=int, default=None, help="round of the run (default: the last finished; 0: base)")
-    p.add_argument("--model", help="'smollm2', a GGUF file, a local folder or a Hub id (instead of --run-dir)")
+    p.add_argument("--round", type=int, default=None,
+                   help="round of the run (default: the last finished; 0: base)")
+    p.add_argument("--model",
+                   help="'smollm2', a GGUF file, a local folder or a Hub id (instead of --run-dir)")
     p.add_argument("--adapter", help="a LoRA adapter folder to put on --model")
     p.add_argument("--dataset", default="arc_easy", choices=DATASETS, help="dataset (with --model)")
     p.add_argument("--split", default=None, help="held-out split (default: the run's, or validation)")
@@ -153,10 +166,12 @@ def _add_eval(sub):
     p.set_defaults(func=cmd_eval)
 
 # %% ../nbs/11_cli.ipynb #bde7b162
-DEMO = dict(dataset="arithmetic", model="smollm2", rounds=1, n_train=48, n_eval=100, budget=4, max_new_tokens=48,
-            warmup_ratio=0.0, epochs=1, chunk_size=16)
-DEMO_SIZES = {"arithmetic": DEMO,   # per dataset: a rationale of tens of tokens on arithmetic, ~80 on the others
-              "other": dict(DEMO, dataset="arc_easy", n_train=16, n_eval=24, budget=2, max_new_tokens=80, epochs=2, chunk_size=8)}
+DEMO = dict(dataset="arithmetic", model="smollm2", rounds=1, n_train=48, n_eval=100, budget=4,
+            max_new_tokens=48, warmup_ratio=0.0, epochs=1, chunk_size=16)
+# per dataset: a rationale of tens of tokens on arithmetic, ~80 on the others
+DEMO_SIZES = {"arithmetic": DEMO,
+              "other": dict(DEMO, dataset="arc_easy", n_train=16, n_eval=24, budget=2, max_new_tokens=80,
+                            epochs=2, chunk_size=8)}
 DEMO_METHODS = ("rejection", "star", "pps")   # the paper's three; --samplers changes them
 
 # %% ../nbs/11_cli.ipynb #e64b89c1
@@ -165,49 +180,61 @@ def _run_compare(cfg: dict, out: Path, samplers, overwrite: bool, dependence_n: 
     from em_tutorial.figures import plot_comparison
     import matplotlib; matplotlib.use("Agg")
     t0 = time.time()
-    rows = compare(out, samplers=samplers, overwrite=overwrite, dependence_n=dependence_n, **cfg)        # prints the truncation sentence, if any
+    # prints the truncation sentence, if any
+    rows = compare(out, samplers=samplers, overwrite=overwrite, dependence_n=dependence_n, **cfg)
     axs = plot_comparison(rows, title=f"{cfg.get('model', 'smollm2')} on {cfg.get('dataset', 'arc_easy')}")
     axs.flat[0].figure.savefig(out/"comparison.png", dpi=120)
     print("\n" + results_table(rows))
-    print(f"\n{time.time() - t0:.0f} s · results: {out/'results.csv'} · full table: {out/'results.md'} · plot: {out/'comparison.png'}")
+    print(f"\n{time.time() - t0:.0f} s · results: {out/'results.csv'} · full table: {out/'results.md'} "
+          f"· plot: {out/'comparison.png'}")
     return 0
 
 def cmd_compare(args) -> int:
     "Compare the base model and EM with each sampler."
-    return _run_compare(config_from_args(args), Path(args.out), args.samplers, args.overwrite, args.dependence)
+    return _run_compare(config_from_args(args), Path(args.out), args.samplers, args.overwrite,
+                        args.dependence)
 
 # %% ../nbs/11_cli.ipynb #ff320840
 def cmd_demo(args) -> int:
-    "The offline demo: compare the samplers at small sizes on SmolLM2-135M-Instruct (arithmetic, or --dataset)."
+    "The offline demo: compare the samplers at small sizes on SmolLM2-135M-Instruct."
+    # on arithmetic, or on the --dataset given
     given = config_from_args(args)
-    sizes = DEMO_SIZES["arithmetic" if given.get("dataset", "arithmetic").startswith("arithmetic") else "other"]
+    sizes = DEMO_SIZES["arithmetic" if given.get("dataset", "arithmetic").startswith("arithmetic")
+                       else "other"]
     cfg = {**sizes, **given}
-    print("em-tutorial demo: " + ", ".join(f"{k}={v}" for k, v in cfg.items()) + f" · out={args.out}", flush=True)
+    print("em-tutorial demo: " + ", ".join(f"{k}={v}" for k, v in cfg.items()) + f" · out={args.out}",
+          flush=True)
     return _run_compare(cfg, Path(args.out), args.samplers, args.overwrite, args.dependence)
 
 # %% ../nbs/11_cli.ipynb #d716aa65
 def _add_compare(sub):
     from em_tutorial.experiments import ALL_METHODS
     p = sub.add_parser("compare", help="base model vs EM with each method",
-                       description="Compare the base model and EM with rejection sampling (M = budget, and M = 1), STaR, PPS and PPS-IW.")
+                       description="Compare the base model and EM with rejection sampling "
+                                   "(M = budget, and M = 1), STaR, PPS and PPS-IW.")
     p.add_argument("--out", required=True, help="folder for one run folder per method and the results")
     p.add_argument("--samplers", nargs="+", default=list(ALL_METHODS), choices=_choices()["method"],
                    help="methods to compare: samplers, or rejection_m1 (rejection sampling with one try)")
     p.add_argument("--dependence", type=int, default=0, metavar="N",
-                   help="then test whether answers depend on their rationales (07b) on N held-out questions of the base model and each last round (default 0: off)")
+                   help="then test whether answers depend on their rationales (07b) "
+                        "on N held-out questions of the base model and each last round (default 0: off)")
     _add_config_flags(p)
     p.set_defaults(func=cmd_compare)
 
 # %% ../nbs/11_cli.ipynb #f066e79a
 def _add_demo(sub):
     p = sub.add_parser("demo", help="offline comparison of the samplers in minutes on a CPU",
-                       description="Offline demo: base model vs rejection sampling, STaR and PPS on SmolLM2-135M-Instruct and the generated arithmetic task "
-                                   "(defaults: " + ", ".join(f"{k}={v}" for k, v in DEMO.items()) + "). Resumes if interrupted.")
+                       description="Offline demo: base model vs rejection sampling, STaR and PPS on "
+                                   "SmolLM2-135M-Instruct and the generated arithmetic task (defaults: "
+                                   + ", ".join(f"{k}={v}" for k, v in DEMO.items())
+                                   + "). Resumes if interrupted.")
     p.add_argument("--out", default="em_tutorial_demo", help="output folder (default ./em_tutorial_demo)")
     p.add_argument("--samplers", nargs="+", default=list(DEMO_METHODS), choices=_choices()["method"],
-                   help="methods to compare (default: " + " ".join(DEMO_METHODS) + "; add rejection_m1 for rejection sampling with one try)")
+                   help="methods to compare (default: " + " ".join(DEMO_METHODS)
+                        + "; add rejection_m1 for rejection sampling with one try)")
     p.add_argument("--dependence", type=int, default=0, metavar="N",
-                   help="then test whether answers depend on their rationales (07b) on N held-out questions of the base model and each last round (default 0: off)")
+                   help="then test whether answers depend on their rationales (07b) "
+                        "on N held-out questions of the base model and each last round (default 0: off)")
     _add_config_flags(p, DEMO)
     p.set_defaults(func=cmd_demo)
 
@@ -217,7 +244,8 @@ _SUBCOMMANDS = [_add_data, _add_demo, _add_train, _add_eval, _add_compare]
 # %% ../nbs/11_cli.ipynb #03359851
 def build_parser() -> argparse.ArgumentParser:
     "The `em-tutorial` argument parser with all subcommands."
-    ap = argparse.ArgumentParser(prog="em-tutorial", description="Learning to reason in LLMs by Expectation Maximization: "
+    ap = argparse.ArgumentParser(prog="em-tutorial",
+                                 description="Learning to reason in LLMs by Expectation Maximization: "
                                  "the samplers, the EM loop and the evaluation of the em_tutorial package.")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in _SUBCOMMANDS: add(sub)
@@ -228,6 +256,7 @@ def main(argv=None) -> int:
     "Entry point of the `em-tutorial` console script."
     args = build_parser().parse_args(argv)
     try: return args.func(args) or 0
-    except (ValueError, FileNotFoundError, RuntimeError) as e:   # errors a user can cause: one sentence, no traceback
+    # errors a user can cause: one sentence, no traceback
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"em-tutorial: error: {e}", file=sys.stderr)
         return 2

@@ -6,7 +6,7 @@ Docs: https://em-tutorial.github.io/em_tutorial/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #c7f1ce5b
 from __future__ import annotations
-import hashlib, json, os, tempfile
+import hashlib, json, logging, os, tempfile
 from pathlib import Path
 
 # %% auto #0
@@ -21,10 +21,8 @@ def installed(module: str) -> bool:
     except (ImportError, ValueError): return False
 
 # %% ../nbs/00_core.ipynb #b1f7e2a1
-import logging
-
 class _NoHubKernelNotice(logging.Filter):
-    "Drop bitsandbytes' notice that its optional AVX-512 CPU kernel could not be fetched from the Hub."
+    "Drop bitsandbytes' notice that it could not fetch its optional AVX-512 CPU kernel."
     def filter(self, record): return "kernels-community" not in record.getMessage()
 
 logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_NoHubKernelNotice())
@@ -70,21 +68,22 @@ def append_jsonl(path, rows) -> None:
 
 # %% ../nbs/00_core.ipynb #bfa81f30
 def write_jsonl(path, rows) -> Path:
-    "Write `rows` (dicts) as the JSONL file `path`, one line each, atomically (replacing any old file)."
+    "Write `rows` (dicts) as the JSONL file `path`, one line each, atomically replacing it."
     return atomic_write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in rows))
 
 # %% ../nbs/00_core.ipynb #00e8e74d
 def read_jsonl(path) -> list[dict]:
-    "Read a JSONL file written by `append_jsonl`, ignoring a torn last line; a missing file reads as empty."
+    "Read an `append_jsonl` file, ignoring a torn last line; a missing file reads as empty."
     path = Path(path)
     if not path.exists(): return []
     rows, lines = [], path.read_text().split("\n")   # a file ending in "\n" has an empty last element
     for i, line in enumerate(lines):
         if not line.strip(): continue
         try: rows.append(json.loads(line))
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as e:
             if i == len(lines) - 1: break   # an unterminated last line: torn by a kill mid-write
-            raise ValueError(f"{path}, line {i+1}: not valid JSON; the trace file is corrupt, delete it to start over.")
+            raise ValueError(f"{path}, line {i+1}: not valid JSON; the trace file is corrupt, "
+                             "delete it to start over.") from e
     return rows
 
 # %% ../nbs/00_core.ipynb #ab31c181

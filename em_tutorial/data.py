@@ -1,4 +1,4 @@
-"""ARC-Easy, ARC-Challenge, OpenBookQA and MMLU as one multiple-choice record; the prompt builder and the answer parser that every other notebook reuses.
+"""ARC, OpenBookQA and MMLU as one record type; the one prompt builder and the one answer parser.
 
 Docs: https://em-tutorial.github.io/em_tutorial/data.html.md"""
 
@@ -23,15 +23,16 @@ __all__ = ['LETTERS', 'HINT_WORDING', 'HINT_CHOSEN', 'HINT_DEFAULT', 'DATASETS',
 
 # %% ../nbs/02b_data.ipynb #fbf22eba
 LETTERS = "ABCDEFGHIJ"
-HINT_WORDING = {                                  # the one sentence a hinted prompt adds to the unhinted prompt
+HINT_WORDING = {  # the one sentence a hinted prompt adds to the unhinted prompt
     "plain": "The correct answer is {answer}.",
     "key": "The answer key says {answer}.",
     "hint": "Hint: the answer is {answer}.",
     "check": "You can check your work against the answer: {answer}.",
-    "legacy": None,                               # the first version: a different request ("Explain ... how to get it")
+    "legacy": None,  # the first version: a different request ("Explain ... how to get it")
 }
-HINT_CHOSEN = {"arithmetic": "plain", "multiple choice": "key"}   # chosen on the validation split (below, "Choosing the hint")
-HINT_DEFAULT = "auto"                             # the wording `HINT_CHOSEN` gives the question's kind of dataset
+# chosen on the validation split (below, "Choosing the hint")
+HINT_CHOSEN = {"arithmetic": "plain", "multiple choice": "key"}
+HINT_DEFAULT = "auto"  # the wording `HINT_CHOSEN` gives the question's kind of dataset
 
 @dataclass(frozen=True)
 class MCQuestion:
@@ -53,25 +54,31 @@ class MCQuestion:
         "The text of the correct choice."
         return self.choices[self.labels.index(self.answer)]
 
-    def to_dict(self) -> dict: return {**asdict(self), "labels": list(self.labels), "choices": list(self.choices)}
+    def to_dict(self) -> dict:
+        return {**asdict(self), "labels": list(self.labels), "choices": list(self.choices)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "MCQuestion":
         return cls(**{**d, "labels": tuple(d["labels"]), "choices": tuple(d["choices"])})
 
 # %% ../nbs/02b_data.ipynb #34dd415a
-def make_question(id, stem, labels, texts, answer_key, dataset, split, subject=None, fact=None, where="") -> MCQuestion:
-    "Normalise raw fields into an `MCQuestion`, relabelling choices A, B, C, ...; `where` names the source for errors."
+def make_question(id, stem, labels, texts, answer_key, dataset, split, subject=None, fact=None,
+                  where="",  # names the source for errors
+                  ) -> MCQuestion:
+    "Normalise raw fields into an `MCQuestion`, relabelling choices A, B, C, ..."
     labels, texts = [str(l).strip() for l in labels], [str(t).strip() for t in texts]
     key = str(answer_key).strip()
     if not str(stem).strip(): raise ValueError(f"{where}: the question has an empty stem.")
     if len(texts) < 2 or len(labels) != len(texts):
-        raise ValueError(f"{where}: a question needs at least 2 choices with one label each, got {len(texts)} choices and {len(labels)} labels.")
-    if len(texts) > len(LETTERS): raise ValueError(f"{where}: at most {len(LETTERS)} choices are supported, got {len(texts)}.")
+        raise ValueError(f"{where}: a question needs at least 2 choices with one label each, "
+                         f"got {len(texts)} choices and {len(labels)} labels.")
+    if len(texts) > len(LETTERS):
+        raise ValueError(f"{where}: at most {len(LETTERS)} choices are supported, got {len(texts)}.")
     if key not in labels:
         raise ValueError(f"{where}: the answer key {key!r} is not one of the choice labels {labels}.")
     new = tuple(LETTERS[:len(texts)])
-    return MCQuestion(str(id), str(stem).strip(), new, tuple(texts), new[labels.index(key)], dataset, split, subject, fact)
+    return MCQuestion(str(id), str(stem).strip(), new, tuple(texts), new[labels.index(key)],
+                      dataset, split, subject, fact)
 
 # %% ../nbs/02b_data.ipynb #21259f0c
 DATASETS = ("arc_easy", "arc_challenge", "openbookqa", "mmlu", "arithmetic")
@@ -82,21 +89,23 @@ HUB_IDS = {"arc_easy": ("allenai/ai2_arc", "ARC-Easy"), "arc_challenge": ("allen
            "openbookqa": ("allenai/openbookqa", "additional"), "mmlu": ("cais/mmlu", "all")}
 
 def check_dataset(dataset: str) -> str:
-    "Return `dataset` if known (an arithmetic name may carry its difficulty), else raise one sentence naming the valid ones."
+    "Return `dataset` if known (an arithmetic name may carry its difficulty), else raise."
     if dataset not in DATASETS and not is_arithmetic(dataset):
         raise ValueError(f"Unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)} "
                          "(arithmetic also as e.g. 'arithmetic-2step-1digit-mixed').")
     return dataset
 
 # %% ../nbs/02b_data.ipynb #2c426e3d
-INSTRUCTIONS = ("step", "brief")   # "think step by step"; the same in at most three short sentences (for long-winded models)
+# "think step by step"; the same in at most three short sentences (for long-winded models)
+INSTRUCTIONS = ("step", "brief")
 
 def check_instruction(instruction: str, dataset: str) -> str:
-    "Return `instruction` if it is one of `INSTRUCTIONS` and applies to `dataset`, else raise one sentence."
+    "Return `instruction` if one of `INSTRUCTIONS` and it applies to `dataset`, else raise."
     if instruction not in INSTRUCTIONS:
         raise ValueError(f"Unknown instruction {instruction!r}; choose one of: {', '.join(INSTRUCTIONS)}.")
     if instruction != "step" and is_arithmetic(dataset):
-        raise ValueError("instruction='brief' is for the multiple-choice datasets; arithmetic prompts open with a short worked example instead.")
+        raise ValueError("instruction='brief' is for the multiple-choice datasets; "
+                         "arithmetic prompts open with a short worked example instead.")
     return instruction
 
 def check_hint_style(style: str) -> str:
@@ -107,25 +116,28 @@ def check_hint_style(style: str) -> str:
 
 # %% ../nbs/02b_data.ipynb #e9f9a6fe
 def split_names(dataset: str) -> tuple:
-    "The split names a dataset reports: MMLU's are dev/validation/test, the others' train/validation/test."
+    "The split names of `dataset`: dev/validation/test for MMLU, else train/validation/test."
     return ("dev", "validation", "test") if check_dataset(dataset) == "mmlu" else SPLITS
 
 def check_split(dataset: str, split: str) -> str:
-    "Map `split` (or an alias such as 'dev', 'val') to its canonical name, or raise naming the valid ones."
+    "Map `split` (or an alias such as 'dev', 'val') to its canonical name, or raise."
     s = str(split).lower()
     if check_dataset(dataset) == "mmlu":
         s = {"train": "dev", "dev": "dev", "val": "validation", "valid": "validation"}.get(s, s)
         if s in ("dev", "validation", "test"): return s
     elif s in _SPLIT_ALIASES: return _SPLIT_ALIASES[s]
-    raise ValueError(f"Unknown split {split!r} for {dataset}; choose one of: {', '.join(split_names(dataset))}.")
+    raise ValueError(f"Unknown split {split!r} for {dataset}; "
+                     f"choose one of: {', '.join(split_names(dataset))}.")
 
 # %% ../nbs/02b_data.ipynb #8c784d41
 MMLU_SUBJECTS = tuple("""abstract_algebra anatomy astronomy business_ethics clinical_knowledge college_biology
-college_chemistry college_computer_science college_mathematics college_medicine college_physics computer_security
+college_chemistry college_computer_science college_mathematics college_medicine college_physics \
+computer_security
 conceptual_physics econometrics electrical_engineering elementary_mathematics formal_logic global_facts
 high_school_biology high_school_chemistry high_school_computer_science high_school_european_history
 high_school_geography high_school_government_and_politics high_school_macroeconomics high_school_mathematics
-high_school_microeconomics high_school_physics high_school_psychology high_school_statistics high_school_us_history
+high_school_microeconomics high_school_physics high_school_psychology high_school_statistics \
+high_school_us_history
 high_school_world_history human_aging human_sexuality international_law jurisprudence logical_fallacies
 machine_learning management marketing medical_genetics miscellaneous moral_disputes moral_scenarios nutrition
 philosophy prehistory professional_accounting professional_law professional_medicine professional_psychology
@@ -137,7 +149,8 @@ def check_subjects(subjects) -> tuple|None:
     if isinstance(subjects, str): subjects = [s for s in subjects.split(",") if s.strip()]
     subjects = tuple(s.strip() for s in subjects)
     bad = [s for s in subjects if s not in MMLU_SUBJECTS]
-    if bad: raise ValueError(f"Unknown MMLU subject(s) {', '.join(bad)}; valid subjects are: {', '.join(MMLU_SUBJECTS)}.")
+    if bad: raise ValueError(f"Unknown MMLU subject(s) {', '.join(bad)}; "
+                             f"valid subjects are: {', '.join(MMLU_SUBJECTS)}.")
     return subjects
 
 # %% ../nbs/02b_data.ipynb #2e4b12d4
@@ -147,25 +160,29 @@ _MMLU_DIR = {"dev": "dev", "validation": "val", "test": "test"}
 
 def _find(root: Path, pattern: str, what: str) -> list:
     hits = sorted(root.rglob(pattern))
-    if not hits: raise FileNotFoundError(f"No {what} file matching {pattern!r} under {root}; point `source` at the folder holding the original release files.")
+    if not hits: raise FileNotFoundError(f"No {what} file matching {pattern!r} under {root}; point "
+                                         "`source` at the folder holding the original release files.")
     return hits
 
 def _read_jsonl_records(path: Path):
     for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip(): continue
         try: yield i, json.loads(line)
-        except json.JSONDecodeError as e: raise ValueError(f"{path}, line {i}: not valid JSON ({e.msg}).") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}, line {i}: not valid JSON ({e.msg}).") from None
 
 def _from_release_json(d: dict, dataset, split, where, fact=None) -> MCQuestion:
     try:
         ch = d["question"]["choices"]
-        return make_question(d["id"], d["question"]["stem"], [c["label"] for c in ch], [c["text"] for c in ch],
-                             d["answerKey"], dataset, split, fact=fact or d.get("fact1"), where=where)
+        return make_question(d["id"], d["question"]["stem"], [c["label"] for c in ch],
+                             [c["text"] for c in ch], d["answerKey"], dataset, split,
+                             fact=fact or d.get("fact1"), where=where)
     except (KeyError, TypeError) as e:
-        raise ValueError(f"{where}: missing field {e} (expected id, question.stem, question.choices[].label/text, answerKey).") from None
+        raise ValueError(f"{where}: missing field {e} "
+                         "(expected id, question.stem, question.choices[].label/text, answerKey).") from None
 
 def _mmlu_id(subject, row) -> str:
-    "MMLU has no ids: name a question by subject and a hash of its text, the same in the sample, the release and the Hub."
+    "An MMLU id from subject and text hash: the same in the sample, the release and the Hub."
     return f"{subject}/" + hashlib.sha1("\x1f".join(row[:5]).encode()).hexdigest()[:10]
 
 # %% ../nbs/02b_data.ipynb #05fd60d8
@@ -176,13 +193,16 @@ def read_local(dataset: str, split: str, root, subjects=None) -> list[MCQuestion
     if dataset.startswith("arc"):
         name = "ARC-Easy" if dataset == "arc_easy" else "ARC-Challenge"
         path = _find(root, f"{name}-{_ARC_FILE[split]}.jsonl", name)[0]
-        return [_from_release_json(d, dataset, split, f"{path}, line {i}") for i, d in _read_jsonl_records(path)]
+        return [_from_release_json(d, dataset, split, f"{path}, line {i}")
+                for i, d in _read_jsonl_records(path)]
     if dataset == "openbookqa":
         f = _OBQA_FILE[split]
         main = [p for p in root.rglob(f"{f}.jsonl") if p.parent.name == "Main"]
-        if not main: raise FileNotFoundError(f"No OpenBookQA file Main/{f}.jsonl under {root}; point `source` at the folder holding the original release files.")
+        if not main: raise FileNotFoundError(f"No OpenBookQA file Main/{f}.jsonl under {root}; point "
+                                             "`source` at the folder holding the original release files.")
         facts = {}
-        for p in root.rglob(f"{f}_complete.jsonl"):   # the 'Additional' release adds each question's gold fact
+        # the 'Additional' release adds each question's gold fact
+        for p in root.rglob(f"{f}_complete.jsonl"):
             facts.update({d.get("id"): d.get("fact1") for _, d in _read_jsonl_records(p)})
         return [_from_release_json(d, dataset, split, f"{main[0]}, line {i}", facts.get(d.get("id")))
                 for i, d in _read_jsonl_records(main[0])]
@@ -194,21 +214,25 @@ def read_local(dataset: str, split: str, root, subjects=None) -> list[MCQuestion
         with open(path, newline="", encoding="utf-8") as fh:
             for i, row in enumerate(csv.reader(fh), 1):
                 where = f"{path}, line {i}"
-                if len(row) != 6: raise ValueError(f"{where}: expected 6 columns (question,A,B,C,D,answer), got {len(row)}.")
-                out.append(make_question(_mmlu_id(subject, row), row[0], "ABCD", row[1:5], row[5], dataset, split, subject, where=where))
+                if len(row) != 6: raise ValueError(f"{where}: expected 6 columns (question,A,B,C,D,answer), "
+                                                   f"got {len(row)}.")
+                out.append(make_question(_mmlu_id(subject, row), row[0], "ABCD", row[1:5], row[5],
+                                         dataset, split, subject, where=where))
     return out
 
 # %% ../nbs/02b_data.ipynb #99908a7b
 def release_dir() -> Path:
     "The folder of full release files that the environment variable EM_TUTORIAL_DATA names."
     p = os.environ.get("EM_TUTORIAL_DATA")
-    if not p: raise RuntimeError("Set EM_TUTORIAL_DATA to a folder of the original release files (arc/, openbookqa/, mmlu/).")
+    if not p: raise RuntimeError("Set EM_TUTORIAL_DATA to a folder of the original release files "
+                                 "(arc/, openbookqa/, mmlu/).")
     if not Path(p).expanduser().is_dir(): raise FileNotFoundError(f"EM_TUTORIAL_DATA={p!r} is not a folder.")
     return Path(p).expanduser()
 
 # %% ../nbs/02b_data.ipynb #2f28aadf
 SAMPLE_DIR = Path(__file__).parent/"samples" if "__file__" in globals() else Path("../em_tutorial/samples")
-SAMPLE_SIZES = {"arc": {"train": 200, "validation": 100, "test": 100}, "openbookqa": {"train": 200, "validation": 100, "test": 100},
+SAMPLE_SIZES = {"arc": {"train": 200, "validation": 100, "test": 100},
+                "openbookqa": {"train": 200, "validation": 100, "test": 100},
                 "mmlu": {"dev": 2, "validation": 2, "test": 3}}
 
 def _sample_lines(lines, k, seed):
@@ -216,13 +240,14 @@ def _sample_lines(lines, k, seed):
     return [lines[i] for i in idx]
 
 def make_sample(source, dest, sizes=SAMPLE_SIZES, seed=0) -> Path:
-    "Copy a seeded sample of the release files under `source` into `dest`, keeping their formats and names."
+    "Copy a seeded sample of the release files in `source` to `dest` (same formats and names)."
     source, dest = Path(source), Path(dest)
     for name in ("ARC-Easy", "ARC-Challenge"):
         for split, f in _ARC_FILE.items():
             src = _find(source, f"{name}-{f}.jsonl", name)[0]
             out = dest/"arc"/name/src.name; out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text("".join(l + "\n" for l in _sample_lines(src.read_text().splitlines(), sizes["arc"][split], seed)))
+            out.write_text("".join(l + "\n" for l in
+                                   _sample_lines(src.read_text().splitlines(), sizes["arc"][split], seed)))
     for split, f in _OBQA_FILE.items():
         main = [p for p in source.rglob(f"{f}.jsonl") if p.parent.name == "Main"][0]
         keep = _sample_lines(main.read_text().splitlines(), sizes["openbookqa"][split], seed)
@@ -237,7 +262,8 @@ def make_sample(source, dest, sizes=SAMPLE_SIZES, seed=0) -> Path:
         for src in _find(source, f"*_{d}.csv", "MMLU"):
             out = dest/"mmlu"/"data"/d/src.name; out.parent.mkdir(parents=True, exist_ok=True)
             with open(src, newline="", encoding="utf-8") as fh: rows = list(csv.reader(fh))
-            with open(out, "w", newline="", encoding="utf-8") as fh: csv.writer(fh).writerows(_sample_lines(rows, sizes["mmlu"][split], seed))
+            with open(out, "w", newline="", encoding="utf-8") as fh:
+                csv.writer(fh).writerows(_sample_lines(rows, sizes["mmlu"][split], seed))
     return dest
 
 # %% ../nbs/02b_data.ipynb #14b777b0
@@ -250,36 +276,42 @@ def read_hub(dataset: str, split: str, subjects=None) -> list[MCQuestion]:
         repo, config = HUB_IDS[dataset]
         rows = datasets.load_dataset(repo, config, split=split)
     except Exception as e:
-        raise RuntimeError(f"Could not load {dataset} from the Hub ({type(e).__name__}); without network, pass a local "
-                           f"folder of the release files as `source`, or leave `source` unset for the bundled sample.") from None
+        raise RuntimeError(f"Could not load {dataset} from the Hub ({type(e).__name__}); "
+                           f"without network, pass a local folder of the release files as `source`, "
+                           f"or leave `source` unset for the bundled sample.") from None
     out = []
     for i, r in enumerate(rows):
         where = f"{HUB_IDS[dataset][0]} {split} row {i}"
         if dataset.startswith("arc"):
-            out.append(make_question(r["id"], r["question"], r["choices"]["label"], r["choices"]["text"], r["answerKey"], dataset, split, where=where))
+            out.append(make_question(r["id"], r["question"], r["choices"]["label"], r["choices"]["text"],
+                                     r["answerKey"], dataset, split, where=where))
         elif dataset == "openbookqa":
-            out.append(make_question(r["id"], r["question_stem"], r["choices"]["label"], r["choices"]["text"], r["answerKey"],
-                                     dataset, split, fact=r.get("fact1"), where=where))
+            out.append(make_question(r["id"], r["question_stem"], r["choices"]["label"],
+                                     r["choices"]["text"], r["answerKey"], dataset, split,
+                                     fact=r.get("fact1"), where=where))
         elif subjects is None or r["subject"] in subjects:
-            out.append(make_question(_mmlu_id(r["subject"], [r["question"], *r["choices"]]), r["question"], "ABCD", r["choices"], "ABCD"[r["answer"]],
+            out.append(make_question(_mmlu_id(r["subject"], [r["question"], *r["choices"]]),
+                                     r["question"], "ABCD", r["choices"], "ABCD"[r["answer"]],
                                      dataset, split, subject=r["subject"], where=where))
     return out
 
 # %% ../nbs/02b_data.ipynb #a60f81f7
-def load_questions(dataset: str="arc_easy", # one of `DATASETS`
-                   split: str="train",      # train / validation / test (MMLU: dev / validation / test)
-                   source=None,             # None: bundled sample; 'hub': Hugging Face Hub; else a local folder
-                   subjects=None,           # MMLU subjects (list or comma-separated); None for all
-                   n: int|None=None,        # keep a seeded random subset of this size
-                   seed: int=0,             # seed for the subset
-                   instruction: str="step", # how the prompts ask for the reasoning: one of `INSTRUCTIONS`
-                   hint_style: str=HINT_DEFAULT, # how a hinted prompt gives the answer: 'auto' or one of `HINT_WORDING`
-                  ) -> list[MCQuestion]:
-    "Load multiple-choice questions from the bundled sample, the Hub, or a local folder of release files."
+def load_questions(
+    dataset: str="arc_easy", # one of `DATASETS`
+    split: str="train",      # train / validation / test (MMLU: dev / validation / test)
+    source=None,             # None: bundled sample; 'hub': Hugging Face Hub; else a local folder
+    subjects=None,           # MMLU subjects (list or comma-separated); None for all
+    n: int|None=None,        # keep a seeded random subset of this size
+    seed: int=0,             # seed for the subset
+    instruction: str="step", # how the prompts ask for the reasoning: one of `INSTRUCTIONS`
+    hint_style: str=HINT_DEFAULT, # how a hinted prompt gives the answer: 'auto' or one of `HINT_WORDING`
+) -> list[MCQuestion]:
+    "Load multiple-choice questions from the bundled sample, the Hub or a local folder."
     dataset = check_dataset(dataset); split = check_split(dataset, split); check_subjects(subjects)
     check_instruction(instruction, dataset); check_hint_style(hint_style)
     if is_arithmetic(dataset):
-        qs = [make_question(p["id"], p["stem"], "ABCD", p["choices"], p["answer"], dataset, split, fact=p["fact"])
+        qs = [make_question(p["id"], p["stem"], "ABCD", p["choices"], p["answer"], dataset, split,
+                            fact=p["fact"])
               for p in arithmetic_problems(split, **arithmetic_difficulty(dataset), name=dataset)]
     elif source is None: qs = read_local(dataset, split, SAMPLE_DIR, subjects)
     elif str(source) == "hub": qs = read_hub(dataset, split, subjects)
@@ -296,8 +328,9 @@ ANSWER_FORMAT = "The answer is ({label})."
 VALUE_FORMAT = "The answer is {text}."   # arithmetic: the choice named by its number
 
 def answer_statement(q: MCQuestion) -> str:
-    "The statement of `q`'s correct answer, as a rationale ends with it: 'The answer is (B).', or 'The answer is 73.' on arithmetic."
-    return VALUE_FORMAT.format(text=q.answer_text) if is_arithmetic(q.dataset) else ANSWER_FORMAT.format(label=q.answer)
+    "The statement of `q`'s correct answer a rationale ends with, e.g. 'The answer is (B).'"
+    return (VALUE_FORMAT.format(text=q.answer_text) if is_arithmetic(q.dataset)
+            else ANSWER_FORMAT.format(label=q.answer))
 
 def question_text(q: MCQuestion) -> str:
     "The stem followed by one line per lettered choice."
@@ -307,47 +340,57 @@ def question_text(q: MCQuestion) -> str:
 _REASON = {"step": "Think step by step", "brief": "Think step by step in at most three short sentences"}
 
 def hint_style(q: MCQuestion) -> str:
-    "The hint wording `q` is asked with: its own `hint_style`, or for 'auto' the one chosen for its kind of dataset."
+    "`q`'s hint wording: its `hint_style`, or for 'auto' the one chosen for its dataset's kind."
     if q.hint_style != "auto": return q.hint_style
     return HINT_CHOSEN["arithmetic" if is_arithmetic(q.dataset) else "multiple choice"]
 
 def hint_sentence(q: MCQuestion) -> str:
-    "The sentence a hinted prompt adds: `q`'s correct answer, in `q`'s hint wording (arithmetic: the number)."
+    "The sentence a hint adds: `q`'s correct answer in its wording (arithmetic: the number)."
     answer = q.answer_text if is_arithmetic(q.dataset) else f"({q.answer}) {q.answer_text}"
-    return re.sub(r"([.?!])\.$", r"\1", HINT_WORDING[hint_style(q)].format(answer=answer))   # "food?." -> "food?"
+    # "food?." -> "food?"
+    return re.sub(r"([.?!])\.$", r"\1", HINT_WORDING[hint_style(q)].format(answer=answer))
 
 def user_prompt(q: MCQuestion, hint: bool=False) -> str:
-    "The user message: the question and the request; a hinted one adds one sentence that gives the answer."
+    "The user message: question and request, plus (hinted) one sentence that gives the answer."
     text = question_text(q) + "\n\n"
     if hint and hint_style(q) == "legacy": return text + _legacy_request(q)
     if hint: text += hint_sentence(q) + "\n\n"
     if is_arithmetic(q.dataset):
-        return text + f"Think step by step, then finish with \"{VALUE_FORMAT.format(text='N')}\" where N is the number."
-    return text + f"{_REASON[q.instruction]}, then finish with \"{ANSWER_FORMAT.format(label='X')}\" where X is the letter of the correct choice."
+        return text + (f"Think step by step, then finish with \"{VALUE_FORMAT.format(text='N')}\" "
+                       "where N is the number.")
+    return text + (f"{_REASON[q.instruction]}, then finish with \"{ANSWER_FORMAT.format(label='X')}\" "
+                   "where X is the letter of the correct choice.")
 
 def _legacy_request(q: MCQuestion) -> str:
-    "The first version's hinted request, a different prompt from the unhinted one (kept to reproduce the runs made with it)."
+    "The first version's hinted request, a different prompt from the unhinted one."
+    # kept to reproduce the runs made with it
     if is_arithmetic(q.dataset):
-        return f"The correct answer is {q.answer_text}. Explain step by step how to get it, then finish with \"{answer_statement(q)}\""
-    explain = "Explain in at most three short sentences" if q.instruction == "brief" else "Explain step by step"
+        return (f"The correct answer is {q.answer_text}. Explain step by step how to get it, "
+                f"then finish with \"{answer_statement(q)}\"")
+    explain = ("Explain in at most three short sentences" if q.instruction == "brief"
+               else "Explain step by step")
     return (f"The correct answer is ({q.answer}) {q.answer_text}. {explain} why this answer is correct, "
             f"as if you had worked it out yourself, then finish with \"{answer_statement(q)}\"")
 
 # %% ../nbs/02b_data.ipynb #f03e4c72
 def example_turns(dataset: str) -> list[dict]:
-    "The worked example a prompt opens with, as a user and an assistant turn: arithmetic only (its first training problem)."
+    "The worked example a prompt opens with, as a user and an assistant turn: arithmetic only."
     if not is_arithmetic(dataset): return []
+    # its first training problem
     p = arithmetic_problems("train", **arithmetic_difficulty(dataset), name=dataset)[0]
-    ex = make_question(p["id"], p["stem"], "ABCD", p["choices"], p["answer"], dataset, "train", fact=p["fact"])
+    ex = make_question(p["id"], p["stem"], "ABCD", p["choices"], p["answer"], dataset, "train",
+                       fact=p["fact"])
     worked = ". ".join(ex.fact.split("; ")) + ". " + answer_statement(ex)
     return [{"role": "user", "content": user_prompt(ex)}, {"role": "assistant", "content": worked}]
 
 def build_prompt(q: MCQuestion, tokenizer, hint: bool=False) -> str:
-    "The chat-formatted prompt for `q` (hinted or not), ending where the assistant's answer begins."
+    "The chat prompt for `q` (hinted or not), ending where the assistant's answer begins."
     if getattr(tokenizer, "chat_template", None) is None:
-        raise ValueError("This tokenizer has no chat template; use an instruct/chat model (for example 'smollm2').")
+        raise ValueError("This tokenizer has no chat template; "
+                         "use an instruct/chat model (for example 'smollm2').")
     turns = [*example_turns(q.dataset), {"role": "user", "content": user_prompt(q, hint)}]
-    return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True, enable_thinking=False)  # Qwen3: no <think>
+    return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True,
+                                         enable_thinking=False)  # Qwen3: no <think>
 
 # %% ../nbs/02b_data.ipynb #c09509f9
 _STRICT = re.compile(r"the answer is (?:\(([A-J])\)|(-?\d+)(?=[.\n]))", re.IGNORECASE)
@@ -361,12 +404,12 @@ def answer_stated(text: str) -> bool:
     return _STRICT.search(text) is not None
 
 def answer_start(text: str) -> int|None:
-    "Where the first strict answer statement in `text` begins (the rationale is what comes before), or None."
+    "Where `text`'s first strict answer statement begins (the rationale comes before), or None."
     m = _STRICT.search(text)
     return None if m is None else m.start()
 
 def truncate_after_answer(text: str) -> str:
-    "`text` up to and including its first strict answer statement and a closing period; unchanged if there is none."
+    "`text` through its first strict answer statement plus a closing period; unchanged if none."
     m = _STRICT.search(text)
     return text if m is None else text[: m.end()] + "."
 
@@ -376,15 +419,16 @@ class ParsedAnswer(NamedTuple):
     strict: bool     # True when it came from the strict "The answer is (X)" statement
 
 def parse_answer(text, labels=("A", "B", "C", "D")) -> ParsedAnswer:
-    "Read the chosen label from a model's output; unreadable output gives `ParsedAnswer(None, False)`."
+    "The label a model's output chooses; unreadable output gives `ParsedAnswer(None, False)`."
     if not isinstance(text, str): return ParsedAnswer(None, False)
     labels = tuple(labels); ok = "".join(re.escape(l) for l in labels)
     if not ok: return ParsedAnswer(None, False)
     m = _STRICT.search(text)
     if m and m.group(1) and m.group(1).upper() in labels: return ParsedAnswer(m.group(1).upper(), True)
-    flexible = [rf"(?:answer|choice|option)(?: is|:)\s*:?\s*(?:option |choice )?\(?([{ok}])\b\)?",  # "answer: B", "choice is (B"
-                rf"\(([{ok}])\)[\s.!]*$",                                            # ends with "(B)"
-                rf"^\s*\(?([{ok}])\)?[.):]?\s*$"]                                   # just "B" or "B)"
+    flexible = [r"(?:answer|choice|option)(?: is|:)\s*:?\s*"
+                rf"(?:option |choice )?\(?([{ok}])\b\)?",    # "answer: B", "choice is (B"
+                rf"\(([{ok}])\)[\s.!]*$",                    # ends with "(B)"
+                rf"^\s*\(?([{ok}])\)?[.):]?\s*$"]            # just "B" or "B)"
     for pat in flexible:
         hits = re.findall(pat, text, flags=re.IGNORECASE if pat.startswith("(?:answer") else 0)
         if hits: return ParsedAnswer(hits[-1].upper(), False)
@@ -392,9 +436,10 @@ def parse_answer(text, labels=("A", "B", "C", "D")) -> ParsedAnswer:
 
 # %% ../nbs/02b_data.ipynb #98835447
 def grade(q: MCQuestion, text) -> ParsedAnswer:
-    "The answer `text` gives to `q` under the package's one grading policy (E-step and evaluation alike)."
+    "The answer `text` gives to `q` under the one grading policy (E-step and evaluation alike)."
     if not isinstance(text, str): return ParsedAnswer(None, False)
     m = _STRICT.search(text)
-    if m and m.group(2) is not None:                           # "The answer is 73.": the choice whose text is 73
-        return ParsedAnswer(q.labels[q.choices.index(m.group(2))], True) if m.group(2) in q.choices else ParsedAnswer(None, False)
+    if m and m.group(2) is not None:  # "The answer is 73.": the choice whose text is 73
+        return (ParsedAnswer(q.labels[q.choices.index(m.group(2))], True) if m.group(2) in q.choices
+                else ParsedAnswer(None, False))
     return parse_answer(truncate_after_answer(text), q.labels)

@@ -1,4 +1,4 @@
-"""Greedy chain-of-thought accuracy with strict and flexible answer parsing, harness-style log-likelihood scoring of the choices, and bootstrap confidence intervals on every accuracy.
+"""Chain-of-thought accuracy, log-likelihood scoring of the choices, and intervals on every accuracy.
 
 Docs: https://em-tutorial.github.io/em_tutorial/evaluate.html.md"""
 
@@ -29,9 +29,12 @@ def bootstrap_ci(correct,             # outcomes per question: 0/1 or booleans
                 ) -> tuple[float, float]:
     "Percentile-bootstrap (1 - alpha) confidence interval of the mean of 0/1 outcomes."
     c = np.asarray(list(correct), dtype=float)
-    if c.ndim != 1 or len(c) == 0: raise ValueError("bootstrap_ci needs a non-empty flat sequence of 0/1 outcomes.")
-    if not 0 < alpha < 1: raise ValueError(f"alpha={alpha!r} must be in (0, 1), e.g. 0.05 for a 95% interval.")
-    if not (isinstance(n_boot, int) and n_boot >= 1): raise ValueError(f"n_boot={n_boot!r} must be a positive integer.")
+    if c.ndim != 1 or len(c) == 0:
+        raise ValueError("bootstrap_ci needs a non-empty flat sequence of 0/1 outcomes.")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha={alpha!r} must be in (0, 1), e.g. 0.05 for a 95% interval.")
+    if not (isinstance(n_boot, int) and n_boot >= 1):
+        raise ValueError(f"n_boot={n_boot!r} must be a positive integer.")
     means = c[np.random.default_rng(seed).integers(0, len(c), size=(n_boot, len(c)))].mean(axis=1)  # (B,)
     return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
 
@@ -40,8 +43,9 @@ def wilson_ci(k: int,               # number correct
               n: int,               # number of questions
               alpha: float=0.05,    # 1 - confidence level
              ) -> tuple[float, float]:
-    "Wilson score (1 - alpha) interval for a proportion k/n (the normal-approximation reference)."
-    if n < 1 or not 0 <= k <= n: raise ValueError(f"wilson_ci needs 0 <= k <= n and n >= 1, got k={k}, n={n}.")
+    "Wilson score (1 - alpha) interval for k/n (the normal-approximation reference)."
+    if n < 1 or not 0 <= k <= n:
+        raise ValueError(f"wilson_ci needs 0 <= k <= n and n >= 1, got k={k}, n={n}.")
     z, p = NormalDist().inv_cdf(1 - alpha / 2), k / n
     centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
@@ -50,13 +54,14 @@ def wilson_ci(k: int,               # number correct
 def paired_bootstrap(a,                   # outcomes of model A per question: 0/1 or booleans
                      b,                   # outcomes of model B on the same questions, in the same order
                      n_boot: int=20_000,  # number of resamples B
-                     alpha: float=0.05,   # 1 - confidence level (divide by the number of comparisons for Bonferroni)
+                     alpha: float=0.05,   # 1 - confidence level (Bonferroni: alpha / number of comparisons)
                      seed: int=0,         # seed of the resampling
                     ) -> tuple[float, float, float]:
-    "The accuracy difference b − a over paired outcomes, and its percentile-bootstrap (1 − alpha) interval."
+    "The accuracy difference b − a and its paired percentile-bootstrap (1 − alpha) interval."
     a, b = np.asarray(list(a), dtype=float), np.asarray(list(b), dtype=float)
     if a.ndim != 1 or a.shape != b.shape or len(a) == 0:
-        raise ValueError(f"paired_bootstrap needs two non-empty flat sequences of equal length, got {a.shape} and {b.shape}.")
+        raise ValueError("paired_bootstrap needs two non-empty flat sequences of equal length, "
+                         f"got {a.shape} and {b.shape}.")
     d = b - a
     boots = d[np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)   # (B,)
     return float(d.mean()), float(np.quantile(boots, alpha / 2)), float(np.quantile(boots, 1 - alpha / 2))
@@ -64,7 +69,7 @@ def paired_bootstrap(a,                   # outcomes of model A per question: 0/
 # %% ../nbs/07a_evaluate.ipynb #7912c9d2
 @dataclass
 class EvalResult:
-    "The outcome of one evaluation: accuracies with 95% intervals, cost, and one row per question."
+    "One evaluation's outcome: accuracies with 95% intervals, cost, and one row per question."
     kind: str                          # 'cot', 'loglik_letter' or 'loglik_choice_text'
     n: int                             # number of questions
     accuracy: float                    # CoT: strict + flexible parses; log-likelihood: acc
@@ -76,7 +81,7 @@ class EvalResult:
     accuracy_norm_ci: tuple|None = None
     n_unparsable: int|None = None      # CoT: outputs with no readable answer (counted wrong)
     mean_tokens: float|None = None     # CoT: mean rationale length in generated tokens
-    cut_share: float|None = None       # CoT: share of outputs cut at max_new_tokens without an answer (`is_cut`)
+    cut_share: float|None = None       # CoT: share cut at max_new_tokens without an answer (`is_cut`)
     diagnostics: dict|None = None      # CoT: signs of a model that stopped reasoning (`collapse_stats`)
     seconds: float|None = None         # wall time of the evaluation
     info: dict = field(default_factory=dict)            # model, adapter, dataset, split, settings
@@ -108,8 +113,10 @@ class EvalResult:
         lines = [f"**{self.kind}** · {what} · n={self.n}", "", "| metric | value (95% CI) |", "|---|---|"]
         acc_name = "accuracy (strict + flexible)" if self.kind == "cot" else "acc"
         lines.append(f"| {acc_name} | {pm(self.accuracy, self.accuracy_ci)} |")
-        if self.accuracy_strict is not None: lines.append(f"| accuracy (strict only) | {pm(self.accuracy_strict, self.accuracy_strict_ci)} |")
-        if self.accuracy_norm is not None: lines.append(f"| acc_norm (per character) | {pm(self.accuracy_norm, self.accuracy_norm_ci)} |")
+        if self.accuracy_strict is not None:
+            lines.append(f"| accuracy (strict only) | {pm(self.accuracy_strict, self.accuracy_strict_ci)} |")
+        if self.accuracy_norm is not None:
+            lines.append(f"| acc_norm (per character) | {pm(self.accuracy_norm, self.accuracy_norm_ci)} |")
         if self.n_unparsable is not None: lines.append(f"| unparsable | {self.n_unparsable} / {self.n} |")
         if self.cut_share is not None:
             lines.append(f"| cut at the token cap, no answer | {round(self.cut_share * self.n)} / {self.n} |")
@@ -138,50 +145,56 @@ def _check_questions(questions) -> list:
     questions = list(questions)
     if not questions: raise ValueError("No questions to evaluate; pass a non-empty list from load_questions.")
     if not all(isinstance(q, MCQuestion) for q in questions):
-        raise ValueError("questions must be MCQuestion records; load them with em_tutorial.data.load_questions.")
+        raise ValueError("questions must be MCQuestion records; "
+                         "load them with em_tutorial.data.load_questions.")
     return questions
 
 # %% ../nbs/07a_evaluate.ipynb #e660722e
 def _data_info(questions) -> dict:
-    return {"dataset": ",".join(sorted({q.dataset for q in questions})), "split": ",".join(sorted({q.split for q in questions}))}
+    return {"dataset": ",".join(sorted({q.dataset for q in questions})),
+            "split": ",".join(sorted({q.split for q in questions}))}
 
 # %% ../nbs/07a_evaluate.ipynb #4b0272ef
 LOGLIK_METHODS = ("choice_text", "letter")
 
 # %% ../nbs/07a_evaluate.ipynb #ec60773e
 def _mmlu_description(q: MCQuestion, kind: str) -> str:
-    "The harness's MMLU task description, naming the subject with spaces; none for a question without a subject."
-    return f"The following are {kind} (with answers) about {q.subject.replace('_', ' ')}.\n\n" if q.subject else ""
+    "The harness's MMLU task description, naming the subject with spaces; '' without a subject."
+    return (f"The following are {kind} (with answers) about {q.subject.replace('_', ' ')}.\n\n"
+            if q.subject else "")
 
-def loglik_requests(q: MCQuestion, method: str="choice_text") -> list[tuple[str, str]]:
-    """The (context, continuation) pairs scoring each choice of `q` with `method` ('choice_text' or 'letter').
-
-    The context is the zero-shot one of lm-evaluation-harness 0.4.x's task for `q.dataset`: 'choice_text' follows
-    `arc_easy`/`arc_challenge` ("Question: ...\\nAnswer:"), `openbookqa` (the bare stem) and MMLU's
-    `mmlu_{subject}_continuation`; 'letter' follows MMLU's default `mmlu_{subject}` ("A. ..." lines). Not harness
-    tasks, so our own formats: 'letter' on the other datasets (`question_text`), and arithmetic (the ARC format)."""
+def loglik_requests(q: MCQuestion,              # the question
+                    method: str="choice_text",  # 'choice_text' or 'letter'
+                   ) -> list[tuple[str, str]]:
+    "The (context, continuation) pair scoring each choice of `q` (harness 0.4.x, zero-shot)."
+    # The context is the zero-shot one of lm-evaluation-harness 0.4.x's task for `q.dataset`: 'choice_text'
+    # follows `arc_easy`/`arc_challenge` ("Question: ...\nAnswer:"), `openbookqa` (the bare stem) and MMLU's
+    # `mmlu_{subject}_continuation`; 'letter' follows MMLU's default `mmlu_{subject}` ("A. ..." lines). Not
+    # harness tasks, so our own formats: 'letter' on the other datasets (`question_text`), and arithmetic (the
+    # ARC format).
     if method == "choice_text":
-        if q.dataset == "openbookqa": ctx = q.question                                     # openbookqa
-        elif q.dataset == "mmlu":                                                          # mmlu_{subject}_continuation
+        if q.dataset == "openbookqa": ctx = q.question                 # openbookqa
+        elif q.dataset == "mmlu":                                      # mmlu_{subject}_continuation
             ctx = _mmlu_description(q, "questions") + f"Question: {q.question.strip()}\nAnswer:"
-        else: ctx = f"Question: {q.question}\nAnswer:"                                    # arc_easy, arc_challenge; arithmetic
+        else: ctx = f"Question: {q.question}\nAnswer:"                # arc_easy, arc_challenge; arithmetic
         return [(ctx, f" {c}") for c in q.choices]
     if method == "letter":
-        if q.dataset == "mmlu":                                                            # mmlu_{subject}
+        if q.dataset == "mmlu":                                        # mmlu_{subject}
             ctx = (_mmlu_description(q, "multiple choice questions") + q.question.strip()
                    + "".join(f"\n{l}. {c}" for l, c in zip(q.labels, q.choices)) + "\nAnswer:")
-        else: ctx = f"Question: {question_text(q)}\nAnswer:"                              # not a harness task: ours
+        else: ctx = f"Question: {question_text(q)}\nAnswer:"          # not a harness task: ours
         return [(ctx, f" {l}") for l in q.labels]
     raise ValueError(f"method={method!r} is not one of {', '.join(map(repr, LOGLIK_METHODS))}.")
 
 # %% ../nbs/07a_evaluate.ipynb #cc839515
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    "Token ids of `context` and of `continuation` as it is tokenised after the context (harness style)."
+    "Token ids of `context`, and of `continuation` tokenised after it (harness style)."
     n_space = len(context) - len(context.rstrip(" "))
     if n_space: context, continuation = context[:-n_space], context[-n_space:] + continuation
     whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
     ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
-    if not ctx: raise ValueError("The context is empty; log-likelihood scoring needs a context to condition on.")
+    if not ctx:
+        raise ValueError("The context is empty; log-likelihood scoring needs a context to condition on.")
     return ctx, whole[len(ctx):]
 
 # %% ../nbs/07a_evaluate.ipynb #9d4904e4
@@ -194,7 +207,8 @@ def _progress(items, progress: bool):
 # %% ../nbs/07a_evaluate.ipynb #ff6b86a7
 def _shared_rows(encoded,  # (context ids, continuation ids) pairs
                 ) -> tuple[dict, list]:
-    "One row per distinct model input: input -> (row index, longest continuation scored on it); and each request's row."
+    "Model inputs -> (row index, longest continuation scored on it); and each request's row."
+    # one row per distinct model input
     rows, row_of = {}, []
     for ctx, cont in encoded:
         if not cont: raise ValueError("A continuation is empty; every choice needs at least one token.")
@@ -210,11 +224,14 @@ def loglikelihoods(model,              # a causal LM (plain or peft-wrapped)
                    batch_size: int=16, # rows per forward pass
                    progress: bool=True,# show a progress bar
                   ) -> list[float]:
-    "Total log-probability of each continuation given its context, batched through `prefill` (left padded, a shared prefix once)."
+    "Total log-probability of each continuation given its context, batched through `prefill`."
+    # `prefill` batches are left padded, and a prefix shared by several requests is computed once
     import torch
-    if not (isinstance(batch_size, int) and batch_size >= 1): raise ValueError(f"batch_size={batch_size!r} must be a positive integer.")
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size={batch_size!r} must be a positive integer.")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if pad is None: raise ValueError("The tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token first.")
+    if pad is None:
+        raise ValueError("The tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token first.")
     encoded = [encode_pair(tokenizer, c, x) for c, x in requests]
     rows, row_of = _shared_rows(encoded)
     inputs = sorted(rows.items(), key=lambda kv: -len(kv[0]))
@@ -226,20 +243,23 @@ def loglikelihoods(model,              # a causal LM (plain or peft-wrapped)
         with torch.inference_mode():
             for batch in _progress(batches, progress):
                 K = max(k for _, (_, k) in batch)
-                logits = prefill(model, [list(seq) for seq, _ in batch], range(len(batch)), pad, keep=K)[1]   # (B, K, V)
+                # logits: (B, K, V)
+                logits = prefill(model, [list(seq) for seq, _ in batch], range(len(batch)), pad, keep=K)[1]
                 out = logits.float().log_softmax(-1).cpu()
                 for b, (_, (i, k)) in enumerate(batch): logps[i] = out[b, K - k:]
     finally: model.train(was_training)
     scores = []
-    for (ctx, cont), i in zip(encoded, row_of):
+    for (_ctx, cont), i in zip(encoded, row_of):
         lp = logps[i][-len(cont):]  # (len(cont), V): position t predicts cont[t]
         scores.append(float(lp[torch.arange(len(cont)), torch.tensor(cont)].sum()))
     return scores
 
 # %% ../nbs/07a_evaluate.ipynb #0d425b65
 def _model_info(model) -> dict:
-    info = getattr(model, "_em_info", None) or getattr(getattr(getattr(model, "base_model", None), "model", None), "_em_info", None) or {}
-    name = info.get("name") or Path(str(getattr(model.config, "_name_or_path", "") or model.config.model_type)).name
+    info = (getattr(model, "_em_info", None)
+            or getattr(getattr(getattr(model, "base_model", None), "model", None), "_em_info", None) or {})
+    name = info.get("name") or Path(str(getattr(model.config, "_name_or_path", "")
+                                        or model.config.model_type)).name
     return {"model": name, "adapter": info.get("adapter")}
 
 # %% ../nbs/07a_evaluate.ipynb #b8388d98
@@ -253,22 +273,25 @@ def loglik_accuracy(model,                     # a causal LM (plain or peft-wrap
                     n_boot: int=2000,          # bootstrap resamples for the intervals
                     seed: int=0,               # seed of the bootstrap
                    ) -> EvalResult:
-    "Zero-shot multiple-choice accuracy by scoring each choice's log-likelihood (lm-evaluation-harness protocol)."
+    "Zero-shot accuracy from each choice's log-likelihood (the lm-evaluation-harness protocol)."
     questions = _check_questions(questions)
     reqs = [loglik_requests(q, method) for q in questions]
     t0 = time.time()
-    flat = loglikelihoods(model, tokenizer, [r for rs in reqs for r in rs], batch_size=batch_size, progress=progress)
+    flat = loglikelihoods(model, tokenizer, [r for rs in reqs for r in rs], batch_size=batch_size,
+                          progress=progress)
     rows, s = [], 0
     for q in questions:
         ll = flat[s:s + len(q.choices)]; s += len(q.choices)
         pred = q.labels[int(np.argmax(ll))]
-        row = dict(qid=q.id, gold=q.answer, pred=pred, correct=pred == q.answer, logliks=[round(x, 4) for x in ll])
+        row = dict(qid=q.id, gold=q.answer, pred=pred, correct=pred == q.answer,
+                   logliks=[round(x, 4) for x in ll])
         if method == "choice_text":
             pred_norm = q.labels[int(np.argmax([x / max(len(c), 1) for x, c in zip(ll, q.choices)]))]
             row.update(pred_norm=pred_norm, correct_norm=pred_norm == q.answer)
         rows.append(row)
     acc, ci = _accuracy([r["correct"] for r in rows], n_boot, seed)
-    norm, norm_ci = _accuracy([r["correct_norm"] for r in rows], n_boot, seed) if method == "choice_text" else (None, None)
+    norm, norm_ci = (_accuracy([r["correct_norm"] for r in rows], n_boot, seed) if method == "choice_text"
+                     else (None, None))
     return EvalResult(f"loglik_{method}", len(questions), acc, ci, _chance(questions), accuracy_norm=norm,
                       accuracy_norm_ci=norm_ci, seconds=round(time.time() - t0, 1), rows=rows,
                       info={**_model_info(model), **_data_info(questions), "method": method})
@@ -278,14 +301,14 @@ def is_cut(text,                 # a generated output
            n_tokens: int,        # the tokens it generated
            max_new_tokens: int,  # the cap it was generated under
           ) -> bool:
-    "Whether an output ran into the token cap without stating an answer: generation was cut, not finished."
+    "Whether an output ran into the token cap without stating an answer (cut, not finished)."
     return n_tokens >= max_new_tokens and not (isinstance(text, str) and answer_stated(text))
 
 # %% ../nbs/07a_evaluate.ipynb #cbad932c
 def cut_share(outputs,                   # (text, n_tokens) pairs
               max_new_tokens: int|None,  # the cap they were generated under; None: unknown
              ) -> float|None:
-    "The share of `outputs` cut at the cap (`is_cut`); None when there are none or the cap is unknown."
+    "Share of `outputs` cut at the cap (`is_cut`); None for no outputs or an unknown cap."
     outputs = list(outputs)
     if not outputs or max_new_tokens is None: return None
     return sum(is_cut(t, n, max_new_tokens) for t, n in outputs) / len(outputs)
@@ -295,26 +318,28 @@ def score_cot(questions,             # MCQuestion records
               completions,           # one Completion (text, n_tokens) per question, in the same order
               *,
               tokenizer=None,        # the model's tokenizer: adds `collapse_stats` diagnostics
-              max_new_tokens: int|None=None,  # the cap the completions were generated under: adds the cut share
+              max_new_tokens: int|None=None,  # the cap they were generated under: adds the cut share
               n_boot: int=2000,      # bootstrap resamples for the intervals
               seed: int=0,           # seed of the bootstrap
               info: dict|None=None,  # extra fields for EvalResult.info
              ) -> EvalResult:
-    "Chain-of-thought accuracy (strict and strict + flexible), unparsable count, cut share and mean length of completions."
+    "CoT accuracy (strict and strict + flexible), unparsable count, cut share and mean length."
     questions, completions = _check_questions(questions), list(completions)
     if len(completions) != len(questions):
-        raise ValueError(f"Got {len(completions)} completions for {len(questions)} questions; pass one per question, in order.")
+        raise ValueError(f"Got {len(completions)} completions for {len(questions)} questions; "
+                         "pass one per question, in order.")
     rows = []
     for q, c in zip(questions, completions):
         text = c.text if isinstance(c.text, str) else ""
         parsed = grade(q, text)                             # the one grading policy, as in the E-step
         rows.append(dict(qid=q.id, gold=q.answer, parsed=parsed.label, strict=parsed.strict,
                          correct=parsed.label == q.answer, n_tokens=int(c.n_tokens or 0), text=text,
-                         cut=None if max_new_tokens is None else is_cut(text, int(c.n_tokens or 0), max_new_tokens)))
+                         cut=(None if max_new_tokens is None
+                              else is_cut(text, int(c.n_tokens or 0), max_new_tokens))))
     acc, ci = _accuracy([r["correct"] for r in rows], n_boot, seed)
     strict, strict_ci = _accuracy([r["correct"] and r["strict"] for r in rows], n_boot, seed)
-    return EvalResult("cot", len(rows), acc, ci, _chance(questions), accuracy_strict=strict, accuracy_strict_ci=strict_ci,
-                      n_unparsable=sum(r["parsed"] is None for r in rows),
+    return EvalResult("cot", len(rows), acc, ci, _chance(questions), accuracy_strict=strict,
+                      accuracy_strict_ci=strict_ci, n_unparsable=sum(r["parsed"] is None for r in rows),
                       mean_tokens=float(np.mean([r["n_tokens"] for r in rows])),
                       cut_share=cut_share([(r["text"], r["n_tokens"]) for r in rows], max_new_tokens),
                       diagnostics=collapse_stats(rows, tokenizer) if tokenizer is not None else None,
@@ -326,20 +351,23 @@ EARLY_ANSWER_MAX_TOKENS = 10   # an answer stated within this many generated tok
 def collapse_stats(rows,       # `score_cot` rows: gold, parsed, text
                    tokenizer,  # the model's tokenizer, to count rationale tokens
                   ) -> dict:
-    "Predicted vs gold letters, the top letter's share, rationale tokens before the answer, share answered at once."
+    "Predicted/gold letter counts, top-letter share, mean rationale tokens, early-answer share."
     if not rows: return {}
     starts = [answer_start(r["text"]) for r in rows]
     before = [r["text"] if s is None else r["text"][:s] for r, s in zip(rows, starts)]
     n_before = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in before]
     predicted = Counter(r["parsed"] or "none" for r in rows)
     top = max((v for k, v in predicted.items() if k != "none"), default=0)
-    return dict(predicted=dict(sorted(predicted.items())), gold=dict(sorted(Counter(r["gold"] for r in rows).items())),
+    return dict(predicted=dict(sorted(predicted.items())),
+                gold=dict(sorted(Counter(r["gold"] for r in rows).items())),
                 top_letter_share=top / len(rows), mean_rationale_tokens=float(np.mean(n_before)),
-                early_answer_share=float(np.mean([s is not None and n <= EARLY_ANSWER_MAX_TOKENS for s, n in zip(starts, n_before)])))
+                early_answer_share=float(np.mean([s is not None and n <= EARLY_ANSWER_MAX_TOKENS
+                                                  for s, n in zip(starts, n_before)])))
 
 # %% ../nbs/07a_evaluate.ipynb #68cfe664
 def _letters(d: dict) -> str:
-    return ", ".join(f"{k} {d['predicted'].get(k, 0)} ({d['gold'].get(k, 0)})" for k in sorted(set(d["predicted"]) | set(d["gold"])))
+    return ", ".join(f"{k} {d['predicted'].get(k, 0)} ({d['gold'].get(k, 0)})"
+                     for k in sorted(set(d["predicted"]) | set(d["gold"])))
 
 # %% ../nbs/07a_evaluate.ipynb #5878dfa1
 def evaluate_cot(model,                     # a causal LM with a chat template (plain or peft-wrapped)
@@ -351,14 +379,15 @@ def evaluate_cot(model,                     # a causal LM with a chat template (
                  seed: int=0,               # seed of the bootstrap (greedy decoding has no randomness)
                  progress: bool=True,       # show a progress bar
                 ) -> EvalResult:
-    "Greedy chain-of-thought accuracy without hint, with strict/flexible parsing, lengths and 95% intervals."
+    "Greedy CoT accuracy without hint, with strict/flexible parsing, lengths and 95% intervals."
     from em_tutorial.generate import generate
     questions = _check_questions(questions)
     prompts = [build_prompt(q, tokenizer, hint=False) for q in questions]
     t0 = time.time()
     outs = generate(model, tokenizer, prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens, seed=seed,
                     batch_size=batch_size, stop=answer_stated, progress=progress)
-    res = score_cot(questions, [o[0] for o in outs], seed=seed, tokenizer=tokenizer, max_new_tokens=max_new_tokens,
+    res = score_cot(questions, [o[0] for o in outs], seed=seed, tokenizer=tokenizer,
+                    max_new_tokens=max_new_tokens,
                     info={**_model_info(model), "max_new_tokens": max_new_tokens, "decoding": "greedy"})
     res.seconds = round(time.time() - t0, 1)
     return res

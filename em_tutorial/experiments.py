@@ -1,4 +1,4 @@
-"""The base model and EM with rejection sampling (M tries, and one), STaR, PPS and PPS-IW on the same questions, seeds and budgets: one call, a results CSV, a short table and the full one; the dependence test on the last rounds.
+"""The samplers compared on the same questions, seeds and budgets: one call, one CSV, two tables.
 
 Docs: https://em-tutorial.github.io/em_tutorial/experiments.html.md"""
 
@@ -16,8 +16,9 @@ from .dependence import DEPENDENCE_FILE, dependence_of_run
 from .em import EMConfig, run_em
 from .samplers import SAMPLERS
 from .evaluate import cut_share, paired_bootstrap
-from .runs import (CONFIG_FILE, EVAL_FILE, TRACES_FILE, RunLock, prepare_run_dir, read_round_metrics, round_dir, round_finished,
-                              step_done, _round_numbers, read_config)
+from .runs import (CONFIG_FILE, EVAL_FILE, TRACES_FILE, RunLock, prepare_run_dir,
+                              read_round_metrics, round_dir, round_finished, step_done, _round_numbers,
+                              read_config)
 from fastprogress.fastprogress import progress_bar
 
 # %% auto #0
@@ -26,30 +27,37 @@ __all__ = ['METHOD_NAMES', 'VARIANTS', 'ALL_METHODS', 'RESULT_COLUMNS', 'CUT_WAR
            'add_cut_shares', 'eval_path', 'write_evaluations', 'paired_comparison', 'seed_summary', 'seed_pairs']
 
 # %% ../nbs/10a_experiments.ipynb #92510bef
-METHOD_NAMES = {"base": "base model", "rejection": "rejection sampling", "rejection_m1": "rejection sampling (M = 1)",
-                "star": "STaR", "pps": "PPS", "pps_iw": "PPS-IW"}     # display names of the methods
-VARIANTS = {"rejection_m1": dict(sampler="rejection", budget=1)}      # methods that are a sampler with a fixed setting
-ALL_METHODS = ("rejection", "rejection_m1", "star", "pps", "pps_iw")   # the samplers, and rejection sampling with one try
+# display names of the methods
+METHOD_NAMES = {"base": "base model", "rejection": "rejection sampling",
+                "rejection_m1": "rejection sampling (M = 1)", "star": "STaR", "pps": "PPS",
+                "pps_iw": "PPS-IW"}
+# methods that are a sampler with a fixed setting
+VARIANTS = {"rejection_m1": dict(sampler="rejection", budget=1)}
+# the samplers, and rejection sampling with one try
+ALL_METHODS = ("rejection", "rejection_m1", "star", "pps", "pps_iw")
 
 # %% ../nbs/10a_experiments.ipynb #1d588476
 def method_config(method: str) -> dict:
-    "The EMConfig fields that make a method: a sampler's name, or a variant of `VARIANTS` such as 'rejection_m1'."
+    "A method's EMConfig fields: a sampler's name, or a `VARIANTS` entry like 'rejection_m1'."
     if method in VARIANTS: return dict(VARIANTS[method])
     if method in SAMPLERS: return {"sampler": method}
-    raise ValueError(f"Unknown method {method!r}; choose one of: {', '.join(dict.fromkeys([*ALL_METHODS, *SAMPLERS]))}.")
+    raise ValueError(f"Unknown method {method!r}; "
+                     f"choose one of: {', '.join(dict.fromkeys([*ALL_METHODS, *SAMPLERS]))}.")
 
 # %% ../nbs/10a_experiments.ipynb #7ea66e0a
-def compare(out_dir,                                   # folder holding one run folder per method
-            samplers=ALL_METHODS,                      # which methods to compare: samplers, or variants such as 'rejection_m1'
-            overwrite: bool=False,                     # wipe run folders made with another config
-            progress: bool=True,                       # print progress lines
-            dependence_n: int|None=0,                  # questions of the dependence test on the base model and each last round (0: off, None: all)
-            **config,                                  # EMConfig fields shared by all runs (not `sampler`)
+def compare(out_dir,                      # folder holding one run folder per method
+            samplers=ALL_METHODS,         # methods to compare: samplers, or variants such as 'rejection_m1'
+            overwrite: bool=False,        # wipe run folders made with another config
+            progress: bool=True,          # print progress lines
+            dependence_n: int|None=0,     # questions of the dependence test (0: off, None: all)
+            **config,                     # EMConfig fields shared by all runs (not `sampler`)
            ) -> list[dict]:
-    "Run EM once per method on the same questions, seeds and budgets; return (and write) the results rows."
-    if "sampler" in config: raise ValueError("compare runs every method in `samplers`; do not pass `sampler`.")
+    "Run EM per method on the same questions, seeds and budgets; return (and write) the rows."
+    if "sampler" in config:
+        raise ValueError("compare runs every method in `samplers`; do not pass `sampler`.")
     out_dir = Path(out_dir)
-    configs = {m: EMConfig(**{**config, **method_config(m)}) for m in samplers}   # validates every field (and name) first
+    # validates every field (and name) first
+    configs = {m: EMConfig(**{**config, **method_config(m)}) for m in samplers}
     first = None
     for m, cfg in (progress_bar(list(configs.items())) if progress else configs.items()):
         run_dir = out_dir/m
@@ -57,108 +65,133 @@ def compare(out_dir,                                   # folder holding one run 
         with RunLock(run_dir):
             prepare_run_dir(cfg.to_dict(), run_dir, overwrite, EMConfig.folder_defaults())
             base = round_dir(run_dir, 0)
-            if first is not None and not step_done(base, "evaluated") and step_done(round_dir(first, 0), "evaluated"):
-                shutil.copytree(round_dir(first, 0), base, dirs_exist_ok=True)   # the shared base-model evaluation
+            if (first is not None and not step_done(base, "evaluated")
+                    and step_done(round_dir(first, 0), "evaluated")):
+                # the shared base-model evaluation
+                shutil.copytree(round_dir(first, 0), base, dirs_exist_ok=True)
             run_em(cfg, run_dir, progress=progress)
         first = first or run_dir
+    # the dependence test: on the base model and each method's last round
     if dependence_n != 0: add_dependence(out_dir, samplers, n=dependence_n, progress=progress)
     rows = collect_results(out_dir, samplers)
     write_results(rows, out_dir)
     write_evaluations(out_dir, samplers)
-    if note := truncation_note(rows): print(("\n" if progress else "") + note, flush=True)   # after the progress bar
+    # after the progress bar
+    if note := truncation_note(rows): print(("\n" if progress else "") + note, flush=True)
     return rows
 
 # %% ../nbs/10a_experiments.ipynb #1b5bfd00
 def add_dependence(out_dir, samplers=ALL_METHODS, n: int|None=None, progress: bool=True) -> list[Path]:
-    "The dependence test (`07b_dependence`) on the base model and each method's last finished round; kept beside their evaluations."
+    "The dependence test (`07b_dependence`) of the base model and each method's last round."
+    # each method's last finished round; the results are kept beside their evaluations
     done = []
     for s in samplers:
         run = Path(out_dir)/s
         rounds = [k for k in _round_numbers(run) if round_finished(run, k)]
-        for k in dict.fromkeys(([0] if not done and rounds else []) + rounds[-1:]):   # the shared base model once, first
-            if progress: print(f"== dependence test: {METHOD_NAMES['base'] if k == 0 else METHOD_NAMES.get(s, s)}, round {k}", flush=True)
+        # the shared base model once, first
+        for k in dict.fromkeys(([0] if not done and rounds else []) + rounds[-1:]):
+            if progress:
+                print(f"== dependence test: {METHOD_NAMES['base'] if k == 0 else METHOD_NAMES.get(s, s)}, "
+                      f"round {k}", flush=True)
             dependence_of_run(run, k, n=n, progress=progress); done.append(round_dir(run, k)/DEPENDENCE_FILE)
     return done
 
 # %% ../nbs/10a_experiments.ipynb #1f62b5f0
-RESULT_COLUMNS = ["sampler", "round", "seed", "accuracy", "ci_low", "ci_high", "accuracy_strict", "n_eval", "n_unparsable",
-                  "eval_cut_share", "eval_mean_tokens", "answer_only_accuracy", "rationale_tokens", "early_answer_share",
-                  "top_letter_share", "n_sampled", "n_accepted", "acceptance_rate", "sample_cut_share", "tokens_spent",
-                  "tokens_per_accepted", "mean_rationale_tokens", "hinted_fraction", "restated_hint_count",
-                  "faithful_rate", "eval_faithful_rate", "dependence_n", "dependence_aoc", "dependence_noise", "mistake_followed",
-                  "hint_leakage", "mean_ess",
-                  "objective_mc_p", "objective_mc_logp", "objective_is_logp", "objective_is_ess", "objective_mc_elbo", "objective_is_elbo",
+RESULT_COLUMNS = ["sampler", "round", "seed", "accuracy", "ci_low", "ci_high", "accuracy_strict", "n_eval",
+                  "n_unparsable", "eval_cut_share", "eval_mean_tokens", "answer_only_accuracy",
+                  "rationale_tokens", "early_answer_share", "top_letter_share", "n_sampled", "n_accepted",
+                  "acceptance_rate", "sample_cut_share", "tokens_spent", "tokens_per_accepted",
+                  "mean_rationale_tokens", "hinted_fraction", "restated_hint_count", "faithful_rate",
+                  "eval_faithful_rate", "dependence_n", "dependence_aoc", "dependence_noise",
+                  "mistake_followed", "hint_leakage", "mean_ess", "objective_mc_p", "objective_mc_logp",
+                  "objective_is_logp", "objective_is_ess", "objective_mc_elbo", "objective_is_elbo",
                   "sample_s", "train_s", "eval_s"]
 
 # %% ../nbs/10a_experiments.ipynb #66408baf
 def _row(sampler: str, m: dict) -> dict:
     ev, st, sec = m.get("eval") or {}, m.get("sampler_stats") or {}, m.get("seconds") or {}
     ci, d = ev.get("accuracy_ci") or (None, None), ev.get("diagnostics") or {}
-    return dict(sampler=sampler, round=m.get("round"), accuracy=ev.get("accuracy"), ci_low=ci[0], ci_high=ci[1],
-                accuracy_strict=ev.get("accuracy_strict"), n_eval=ev.get("n"), n_unparsable=ev.get("n_unparsable"),
-                eval_cut_share=ev.get("cut_share"), sample_cut_share=m.get("sample_cut_share"),   # None in older runs
-                eval_mean_tokens=ev.get("mean_tokens"), answer_only_accuracy=(m.get("answer_only") or {}).get("accuracy"),
-                rationale_tokens=d.get("mean_rationale_tokens"), early_answer_share=d.get("early_answer_share"),
-                top_letter_share=d.get("top_letter_share"), n_sampled=m.get("n_sampled"), n_accepted=m.get("n_accepted"),
+    return dict(sampler=sampler, round=m.get("round"), accuracy=ev.get("accuracy"), ci_low=ci[0],
+                ci_high=ci[1], accuracy_strict=ev.get("accuracy_strict"), n_eval=ev.get("n"),
+                n_unparsable=ev.get("n_unparsable"),
+                # None in older runs
+                eval_cut_share=ev.get("cut_share"), sample_cut_share=m.get("sample_cut_share"),
+                eval_mean_tokens=ev.get("mean_tokens"),
+                answer_only_accuracy=(m.get("answer_only") or {}).get("accuracy"),
+                rationale_tokens=d.get("mean_rationale_tokens"),
+                early_answer_share=d.get("early_answer_share"), top_letter_share=d.get("top_letter_share"),
+                n_sampled=m.get("n_sampled"), n_accepted=m.get("n_accepted"),
                 acceptance_rate=st.get("acceptance_rate"), tokens_spent=st.get("tokens"),
-                tokens_per_accepted=st.get("tokens_per_accepted"), mean_rationale_tokens=st.get("mean_rationale_tokens"),
+                tokens_per_accepted=st.get("tokens_per_accepted"),
+                mean_rationale_tokens=st.get("mean_rationale_tokens"),
                 hinted_fraction=st.get("hinted_fraction"), restated_hint_count=st.get("restated_hint_count"),
                 hint_leakage=st.get("hint_leakage"), mean_ess=st.get("mean_ess"),
-                **{f"objective_{k}": (m.get("objective") or {}).get(k) for k in ("mc_p", "mc_logp", "is_logp", "is_ess", "mc_elbo", "is_elbo")},
+                **{f"objective_{k}": (m.get("objective") or {}).get(k)
+                   for k in ("mc_p", "mc_logp", "is_logp", "is_ess", "mc_elbo", "is_elbo")},
                 sample_s=sec.get("sample"), train_s=sec.get("train"), eval_s=sec.get("eval"))
 
 # %% ../nbs/10a_experiments.ipynb #73e190b8
 def _faithful_share(rows, facts, text_key) -> float|None:
-    "The share of `rows` (traces or evaluation rows) whose text computes its question's answer; None if none."
+    "Share of `rows` (traces or eval rows) whose text computes its question's answer, or None."
     rows = [r for r in rows if r["qid"] in facts]
     return round(sum(faithful(facts[r["qid"]], r[text_key]) for r in rows) / len(rows), 4) if rows else None
 
 # %% ../nbs/10a_experiments.ipynb #89bff52b
 def _faithfulness(run_dir, k: int, config: dict) -> dict:
-    "Round k's faithful shares (accepted traces, correct held-out answers) on arithmetic; empty elsewhere."
+    "Round k's faithful shares (accepted traces, correct eval answers) on arithmetic, or {}."
     if not is_arithmetic(config.get("dataset")): return {}
     folder, facts = round_dir(run_dir, k), {}
     for split in ("train", config.get("eval_split") or "validation"):
         facts.update({q.id: q.fact for q in load_questions(config["dataset"], split)})
-    out = {"eval_faithful_rate": _faithful_share([r for r in read_jsonl(folder/EVAL_FILE) if r["correct"]], facts, "text")}
-    if k > 0: out["faithful_rate"] = _faithful_share([t for t in read_jsonl(folder/TRACES_FILE) if t["accepted"]], facts, "rationale")
+    out = {"eval_faithful_rate": _faithful_share([r for r in read_jsonl(folder/EVAL_FILE) if r["correct"]],
+                                                 facts, "text")}
+    if k > 0:
+        out["faithful_rate"] = _faithful_share([t for t in read_jsonl(folder/TRACES_FILE) if t["accepted"]],
+                                               facts, "rationale")
     return out
 
 # %% ../nbs/10a_experiments.ipynb #1d555369
 def _dependence(run_dir, k: int) -> dict:
-    "Round k's dependence test, if it ran (`add_dependence`): questions, area over the early-answering curve, noise floor, mistakes followed."
+    "Round k's dependence test, if it ran (`add_dependence`): its four summary numbers."
     p = round_dir(run_dir, k)/DEPENDENCE_FILE
     if not p.exists(): return {}
     s = json.loads(p.read_text())["summary"]
-    return dict(dependence_n=s["n"], dependence_aoc=s["aoc"], dependence_noise=s["noise_floor"], mistake_followed=s["mistake_followed"])
+    # questions, area over the early-answering curve, noise floor, mistakes followed
+    return dict(dependence_n=s["n"], dependence_aoc=s["aoc"], dependence_noise=s["noise_floor"],
+                mistake_followed=s["mistake_followed"])
 
 # %% ../nbs/10a_experiments.ipynb #0d2fa744
 def collect_results(out_dir, samplers=ALL_METHODS) -> list[dict]:
-    "Rows of the comparison from the run folders under `out_dir` (finished rounds only); `sampler` holds the method's name."
+    "Rows of the comparison from the run folders under `out_dir` (finished rounds only)."
+    # a row's `sampler` holds the method's name
     rows, base = [], None
     for s in samplers:
         run = Path(out_dir, s)
         config = read_config(run) if (run/CONFIG_FILE).exists() else {}
         for k in (k for k in _round_numbers(run) if round_finished(run, k)):
             row = {**_row("base" if k == 0 else s, read_round_metrics(run, k)), "seed": config.get("seed"),
-                   "faithful_rate": None, "eval_faithful_rate": None, **_faithfulness(run, k, config), **_dependence(run, k)}
+                   "faithful_rate": None, "eval_faithful_rate": None, **_faithfulness(run, k, config),
+                   **_dependence(run, k)}
             if k == 0: base = base or row
             else: rows.append(row)
     return ([base] if base else []) + rows
 
 # %% ../nbs/10a_experiments.ipynb #292e9f72
 def write_results(rows: list[dict], out_dir) -> Path:
-    "Write results.csv and results.md (the full table, and the truncation note if any) into `out_dir`; returns the CSV path."
+    "Write results.csv and results.md into `out_dir`; returns the CSV path."
+    # results.md: the full table, and the truncation note if any
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=RESULT_COLUMNS); w.writeheader(); w.writerows(rows)
     atomic_write_text(Path(out_dir)/"results.csv", buf.getvalue())
     note = truncation_note(rows)
-    atomic_write_text(Path(out_dir)/"results.md", results_table(rows, full=True) + (f"\n\n{note}" if note else "") + "\n")
+    atomic_write_text(Path(out_dir)/"results.md",
+                      results_table(rows, full=True) + (f"\n\n{note}" if note else "") + "\n")
     return Path(out_dir)/"results.csv"
 
 # %% ../nbs/10a_experiments.ipynb #271afbc5
 def read_results(path) -> list[dict]:
-    "Read a results.csv back, numbers as numbers (a column the file predates is absent from its rows)."
+    "Read a results.csv back, numbers as numbers."
+    # a column the file predates is absent from its rows
     def num(v):
         if v in ("", None): return None
         try: return int(v)
@@ -171,45 +204,57 @@ def read_results(path) -> list[dict]:
 def _f(x, fmt): return "–" if x is None else format(x, fmt)
 
 def _vs_base(r: dict, base: dict|None) -> float|None:
-    "Accuracy minus the base model's on the same questions: the paired difference's point value (None if not comparable)."
+    "Accuracy minus the base model's on the same questions (None if not comparable)."
+    # the paired difference's point value
     if base is None or r is base or r.get("n_eval") != base.get("n_eval"): return None
     return None if None in (r.get("accuracy"), base.get("accuracy")) else r["accuracy"] - base["accuracy"]
 
 # %% ../nbs/10a_experiments.ipynb #33655526
 def _last_rounds(rows: list[dict]) -> dict:
-    "Per (method, seed): the last row, with its change against that seed's base model and its E-step tokens so far."
+    "Per (method, seed): the last row, with its change against the base and its E-step tokens."
+    # the change against that seed's base model; the E-step tokens so far (all rounds)
     last = {}
     for r in rows:
         key = (r["sampler"], r.get("seed"))
         if key not in last or r["round"] >= last[key]["round"]: last[key] = r
     out = {}
     for (s, seed), r in last.items():
-        spent = [x.get("tokens_spent") for x in rows if (x["sampler"], x.get("seed")) == (s, seed) and x["round"] >= 1]
-        ci = f" [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if None not in (r.get("ci_low"), r.get("ci_high")) else ""
-        out[s, seed] = dict(r, vs_base=_vs_base(r, last.get(("base", seed))), accuracy_ci=_f(r.get("accuracy"), ".3f") + ci,
+        spent = [x.get("tokens_spent") for x in rows
+                 if (x["sampler"], x.get("seed")) == (s, seed) and x["round"] >= 1]
+        ci = (f" [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if None not in (r.get("ci_low"), r.get("ci_high"))
+              else "")
+        out[s, seed] = dict(r, vs_base=_vs_base(r, last.get(("base", seed))),
+                            accuracy_ci=_f(r.get("accuracy"), ".3f") + ci,
                             tokens_total=sum(spent) if spent and None not in spent else None,
                             unparsable=f"{_f(r.get('n_unparsable'), 'd')}/{_f(r.get('n_eval'), 'd')}")
     return out
 
 # %% ../nbs/10a_experiments.ipynb #93e73878
-_SHORT = [("accuracy (95% CI)", "accuracy_ci", "s"), ("vs base", "vs_base", "+.3f"), ("acceptance", "acceptance_rate", ".2f"),
+_SHORT = [("accuracy (95% CI)", "accuracy_ci", "s"), ("vs base", "vs_base", "+.3f"),
+          ("acceptance", "acceptance_rate", ".2f"),
           ("E-step tokens, all rounds", "tokens_total", ",.0f"), ("cut: eval", "eval_cut_share", ".2f"),
           ("cut: E-step", "sample_cut_share", ".2f")]
 _FULL = _SHORT[:2] + [("answer-only", "answer_only_accuracy", ".3f"), ("strict", "accuracy_strict", ".3f"),
                       ("unparsable", "unparsable", "s"), ("eval rationale tokens", "rationale_tokens", ".0f"),
-                      ("answered at once", "early_answer_share", ".2f"), ("top letter", "top_letter_share", ".2f")] + _SHORT[2:] + [
+                      ("answered at once", "early_answer_share", ".2f"),
+                      ("top letter", "top_letter_share", ".2f")] + _SHORT[2:] + [
          ("faithful accepted", "faithful_rate", ".2f"), ("dependence AOC", "dependence_aoc", ".2f"),
-         ("AOC noise floor", "dependence_noise", ".2f"), ("mistake followed", "mistake_followed", ".2f"), ("tokens / accepted", "tokens_per_accepted", ".0f"),
-         ("accepted rationale tokens", "mean_rationale_tokens", ".0f"), ("log p̂ MC", "objective_mc_logp", ".2f"),
-         ("log p̂ IS", "objective_is_logp", ".2f"), ("hint leakage", "hint_leakage", ".1f"), ("sample s", "sample_s", ".0f"),
+         ("AOC noise floor", "dependence_noise", ".2f"), ("mistake followed", "mistake_followed", ".2f"),
+         ("tokens / accepted", "tokens_per_accepted", ".0f"),
+         ("accepted rationale tokens", "mean_rationale_tokens", ".0f"),
+         ("log p̂ MC", "objective_mc_logp", ".2f"),
+         ("log p̂ IS", "objective_is_logp", ".2f"), ("hint leakage", "hint_leakage", ".1f"),
+         ("sample s", "sample_s", ".0f"),
          ("train s", "train_s", ".0f")]
 
 # %% ../nbs/10a_experiments.ipynb #fd880b7b
 def results_table(rows: list[dict], full: bool=False) -> str:
-    "A markdown table of the base model and each method's last round (per seed, if several): the columns that answer the question, or all."
+    "A markdown table of the base model and each method's last round (per seed, if several)."
+    # the columns that answer the question, or all (`full`)
     cols, last = _FULL if full else _SHORT, _last_rounds(rows)
     seeds = len({seed for _, seed in last}) > 1
-    lines = ["| method | " + ("seed | " if seeds else "") + "round | " + " | ".join(h for h, _, _ in cols) + " |",
+    lines = ["| method | " + ("seed | " if seeds else "") + "round | "
+             + " | ".join(h for h, _, _ in cols) + " |",
              "|---|" + ("---|" if seeds else "") + "---|" + "---|" * len(cols)]
     for (s, seed), r in last.items():
         lines.append(f"| {METHOD_NAMES.get(s, s)} | " + (f"{seed} | " if seeds else "") + f"{r['round']} | "
@@ -219,33 +264,41 @@ def results_table(rows: list[dict], full: bool=False) -> str:
 # %% ../nbs/10a_experiments.ipynb #cut10ex4
 CUT_WARNING = 0.05   # a cut share above this gets a sentence beside the table
 
-def _and(items: list[str]) -> str: return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 # %% ../nbs/10a_experiments.ipynb #34992dc4
 def truncation_note(rows: list[dict], threshold: float=CUT_WARNING) -> str|None:
-    "One sentence naming each evaluation and E-step whose cut share passes `threshold`; None when none does."
+    "A sentence naming each evaluation and E-step whose cut share passes `threshold`, or None."
     parts = []
     for key, what in (("eval_cut_share", "evaluation"), ("sample_cut_share", "E-step")):
         over = {}
         for r in rows:
-            if (v := r.get(key)) is not None and v > threshold: over.setdefault(r["sampler"], []).append((r["round"], v))
+            if (v := r.get(key)) is not None and v > threshold:
+                over.setdefault(r["sampler"], []).append((r["round"], v))
         items = [f"the base model ({kv[0][1] * 100:.0f} %)" if s == "base" else
-                 f"{METHOD_NAMES.get(s, s)} in round{'s' if len(kv) > 1 else ''} {', '.join(str(k) for k, _ in kv)} "
-                 f"({'up to ' if len(kv) > 1 else ''}{max(v for _, v in kv) * 100:.0f} %)" for s, kv in over.items()]
+                 f"{METHOD_NAMES.get(s, s)} in round{'s' if len(kv) > 1 else ''} "
+                 f"{', '.join(str(k) for k, _ in kv)} "
+                 f"({'up to ' if len(kv) > 1 else ''}{max(v for _, v in kv) * 100:.0f} %)"
+                 for s, kv in over.items()]
         if items: parts.append(f"the {what}{'s' if len(items) > 1 else ''} of {_and(items)}")
     if not parts: return None
-    return (f"Cut at the token cap: more than {threshold * 100:.0f} % of the outputs ran into max_new_tokens without stating "
-            f"an answer in {' and in '.join(parts)}; those count as wrong or not accepted, so a longer cap may change these numbers.")
+    return (f"Cut at the token cap: more than {threshold * 100:.0f} % of the outputs ran into max_new_tokens "
+            f"without stating an answer in {' and in '.join(parts)}; those count as wrong or not accepted, "
+            "so a longer cap may change these numbers.")
 
 # %% ../nbs/10a_experiments.ipynb #4bde008c
 def _cap(out_dir, method: str) -> int|None:
-    "The max_new_tokens of `method`'s run folder under `out_dir` (for 'base', of any run folder); None if none."
-    folders = [Path(out_dir)/method] if method != "base" else sorted(p.parent for p in Path(out_dir).glob(f"*/{CONFIG_FILE}"))
+    "The max_new_tokens of `method`'s run folder under `out_dir`; None if none."
+    # for 'base', of any run folder
+    folders = ([Path(out_dir)/method] if method != "base"
+               else sorted(p.parent for p in Path(out_dir).glob(f"*/{CONFIG_FILE}")))
     folder = next((f for f in folders if (f/CONFIG_FILE).exists()), None)
     return read_config(folder).get("max_new_tokens", EMConfig.max_new_tokens) if folder else None
 
 def add_cut_shares(rows: list[dict], out_dir) -> list[dict]:
-    "`rows` with the cut shares they lack (runs recorded before they existed) computed from the per-question files under `out_dir`."
+    "`rows` with the cut shares they lack computed from the per-question files under `out_dir`."
+    # rows lack them for runs recorded before they existed
     out = []
     for r in rows:
         s, k = r["sampler"], r["round"]
@@ -254,24 +307,25 @@ def add_cut_shares(rows: list[dict], out_dir) -> list[dict]:
         if r.get("eval_cut_share") is None and ev.exists():
             fill["eval_cut_share"] = cut_share([(x["text"], x["n_tokens"]) for x in read_jsonl(ev)], cap)
         if r.get("sample_cut_share") is None and k > 0 and tr.exists():
-            fill["sample_cut_share"] = cut_share([(t["rationale"], t.get("rationale_tokens", 0)) for t in read_jsonl(tr)], cap)
+            fill["sample_cut_share"] = cut_share([(t["rationale"], t.get("rationale_tokens", 0))
+                                                  for t in read_jsonl(tr)], cap)
         out.append({**r, **fill})
     return out
 
 # %% ../nbs/10a_experiments.ipynb #55615bdc
 def eval_path(out_dir, sampler: str, k: int) -> Path:
-    "Where `compare` keeps the per-question evaluation of a method's round k ('base' for round 0)."
+    "Where `compare` keeps a method's per-question evaluation of round k ('base' for round 0)."
     return Path(out_dir)/"eval"/f"{sampler}_round{k}.jsonl"
 
 # %% ../nbs/10a_experiments.ipynb #2adf7d72
 def write_evaluations(out_dir, samplers=ALL_METHODS) -> list[Path]:
-    "Copy every finished round's eval.jsonl of the runs under `out_dir` to eval/<sampler>_round<k>.jsonl."
+    "Copy every finished round's eval.jsonl under `out_dir` to eval/<sampler>_round<k>.jsonl."
     out = []
     for s in samplers:
         run = Path(out_dir)/s
         for k in (k for k in _round_numbers(run) if round_finished(run, k)):
             dest = eval_path(out_dir, "base" if k == 0 else s, k)
-            if k == 0 and dest in out: continue                              # the shared base evaluation, once
+            if k == 0 and dest in out: continue   # the shared base evaluation, once
             atomic_write_text(dest, (round_dir(run, k)/EVAL_FILE).read_text()); out.append(dest)
     return out
 
@@ -281,21 +335,25 @@ def paired_comparison(out_dir,              # a comparison folder holding eval/<
                       n_boot: int=20_000,   # bootstrap resamples
                       n_comparisons: int|None=None,  # for Bonferroni; None: the method-rounds in this folder
                      ) -> list[dict]:
-    "Each method-round against the base model, question by question: the accuracy difference and its intervals."
+    "Each method-round vs the base model, question by question: the difference and intervals."
+    # the accuracy difference and its intervals (on its own, and Bonferroni-widened)
     def outcomes(p): return {r["qid"]: bool(r["correct"]) for r in read_jsonl(p)}
     base_file = eval_path(out_dir, "base", 0)
-    if not base_file.exists(): raise FileNotFoundError(f"{base_file} does not exist; run `compare` on {out_dir} first.")
+    if not base_file.exists():
+        raise FileNotFoundError(f"{base_file} does not exist; run `compare` on {out_dir} first.")
     base = outcomes(base_file)
     others = sorted(p for p in (Path(out_dir)/"eval").glob("*_round*.jsonl") if p != base_file)
     rows = []
     for p in others:
         other = outcomes(p)
-        if set(other) != set(base): raise ValueError(f"{p} and {base_file} hold different questions; they cannot be paired.")
+        if set(other) != set(base):
+            raise ValueError(f"{p} and {base_file} hold different questions; they cannot be paired.")
         a, b = [base[q] for q in sorted(base)], [other[q] for q in sorted(base)]
         diff, lo, hi = paired_bootstrap(a, b, n_boot=n_boot, alpha=alpha)
         _, lo_m, hi_m = paired_bootstrap(a, b, n_boot=n_boot, alpha=alpha / (n_comparisons or len(others)))
-        rows.append(dict(method=p.stem, n=len(a), difference=round(diff, 3), ci_low=round(lo, 3), ci_high=round(hi, 3),
-                         significant=bool(lo > 0 or hi < 0), significant_of_all=bool(lo_m > 0 or hi_m < 0)))
+        rows.append(dict(method=p.stem, n=len(a), difference=round(diff, 3), ci_low=round(lo, 3),
+                         ci_high=round(hi, 3), significant=bool(lo > 0 or hi < 0),
+                         significant_of_all=bool(lo_m > 0 or hi_m < 0)))
     return rows
 
 # %% ../nbs/10a_experiments.ipynb #4d963cf3
@@ -306,7 +364,7 @@ def _seed_folders(root) -> list[Path]:
 
 # %% ../nbs/10a_experiments.ipynb #fc54a140
 def _outcomes(root, method: str) -> np.ndarray|None:
-    "Correctness of `method` (e.g. 'star_round3') per seed and question, (seeds, questions); None if a seed lacks it."
+    "Correctness of `method` (e.g. 'star_round3'), (seeds, questions); None if a seed lacks it."
     runs = []
     for f in _seed_folders(root):
         p = f/"eval"/f"{method}.jsonl"
@@ -318,7 +376,7 @@ def _outcomes(root, method: str) -> np.ndarray|None:
 
 # %% ../nbs/10a_experiments.ipynb #5fd6993d
 def _two_level_ci(d: np.ndarray, n_boot: int, alpha: float, seed: int=0) -> tuple[float, float]:
-    "Percentile interval of the mean of d (seeds, questions), resampling seeds and questions independently."
+    "Percentile interval of the mean of d (seeds, questions), resampling both independently."
     rng = np.random.default_rng(seed); S, Q = d.shape
     boots = np.array([d[rng.integers(0, S, S)][:, rng.integers(0, Q, Q)].mean() for _ in range(n_boot)])
     return float(np.quantile(boots, alpha / 2)), float(np.quantile(boots, 1 - alpha / 2))
@@ -328,25 +386,28 @@ def seed_summary(root,                  # folder of seed<k>/ comparison folders
                  alpha: float=0.05,     # 1 - confidence level
                  n_boot: int=2000,      # bootstrap resamples
                 ) -> list[dict]:
-    "Per method-round in every seed: mean accuracy, its range over seeds, and the paired difference from the base model."
+    "Per method-round in all seeds: mean accuracy, its seed range, paired difference from base."
     base = _outcomes(root, "base_round0")
-    if base is None: raise FileNotFoundError(f"No seed<k>/eval/base_round0.jsonl under {root}; run `compare` per seed first.")
+    if base is None: raise FileNotFoundError(f"No seed<k>/eval/base_round0.jsonl under {root}; "
+                                             "run `compare` per seed first.")
     methods = sorted({p.stem for f in _seed_folders(root) for p in (f/"eval").glob("*_round*.jsonl")},
-                     key=lambda m: (m.split("_round")[0] != "base", m.split("_round")[0], int(m.split("_round")[1])))
+                     key=lambda m: (m.split("_round")[0] != "base", m.split("_round")[0],
+                                    int(m.split("_round")[1])))
     rows = []
     for m in methods:
         o = _outcomes(root, m)
         if o is None or o.shape[1] != base.shape[1]: continue
         acc = o.mean(axis=1)
         lo, hi = _two_level_ci(o - base, n_boot, alpha)
-        rows.append(dict(method=m, n_seeds=len(o), n_questions=o.shape[1], accuracy=round(float(acc.mean()), 4),
-                         seed_min=round(float(acc.min()), 4), seed_max=round(float(acc.max()), 4),
-                         vs_base=round(float((o - base).mean()), 4), ci_low=round(lo, 4), ci_high=round(hi, 4)))
+        rows.append(dict(method=m, n_seeds=len(o), n_questions=o.shape[1],
+                         accuracy=round(float(acc.mean()), 4), seed_min=round(float(acc.min()), 4),
+                         seed_max=round(float(acc.max()), 4), vs_base=round(float((o - base).mean()), 4),
+                         ci_low=round(lo, 4), ci_high=round(hi, 4)))
     return rows
 
 # %% ../nbs/10a_experiments.ipynb #22a9c22d
 def seed_pairs(root, k: int, samplers=ALL_METHODS, alpha: float=0.05, n_boot: int=2000) -> list[dict]:
-    "Each pair of methods at round k, question by question over every seed: the difference b − a and its interval."
+    "Each pair of methods at round k, question by question in all seeds: b − a and its CI."
     rows = []
     for i, a in enumerate(samplers):
         for b in samplers[i + 1:]:

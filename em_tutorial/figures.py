@@ -1,4 +1,4 @@
-"""The plots of a comparison: accuracy per round and per E-step token, and only the diagnostic panels a run has data for.
+"""The plots of a comparison: accuracy per round and per E-step token, and the diagnostic panels.
 
 Docs: https://em-tutorial.github.io/em_tutorial/figures.html.md"""
 
@@ -19,24 +19,28 @@ def _colour(method: str) -> str:
 
 # %% ../nbs/10b_figures.ipynb #aae298b7
 def _runs(rows: list[dict]) -> tuple:
-    "The base model's row (or None) and each method's rows in round order; the rows of one seed only."
+    "The base model's row (or None) and each method's rows by round; the rows of one seed only."
     if len({r.get("seed") for r in rows}) > 1:
-        raise ValueError("These rows hold several seeds; plot one seed's rows at a time (e.g. each seed<k>/results.csv).")
+        raise ValueError("These rows hold several seeds; plot one seed's rows at a time "
+                         "(e.g. each seed<k>/results.csv).")
     base = next((r for r in rows if r["sampler"] == "base"), None)
     methods = [s for s in dict.fromkeys(r["sampler"] for r in rows) if s != "base"]
-    return base, {s: sorted((r for r in rows if r["sampler"] == s), key=lambda r: r["round"]) for s in methods}
+    return base, {s: sorted((r for r in rows if r["sampler"] == s), key=lambda r: r["round"])
+                  for s in methods}
 
 # %% ../nbs/10b_figures.ipynb #67706151
 def _errorbars(ax, xs, rs, **kw):
     "Accuracy with its 95% interval (when every point has one) at positions xs."
     ys = [r["accuracy"] for r in rs]
     ok = all(r.get("ci_low") is not None and r.get("ci_high") is not None for r in rs)
-    err = [[y - r["ci_low"] for y, r in zip(ys, rs)], [r["ci_high"] - y for y, r in zip(ys, rs)]] if ok else None
+    err = ([[y - r["ci_low"] for y, r in zip(ys, rs)], [r["ci_high"] - y for y, r in zip(ys, rs)]]
+           if ok else None)
     ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, **kw)
 
 # %% ../nbs/10b_figures.ipynb #2eee6d85
 def plot_accuracy_per_token(rows: list[dict], ax=None, title: str|None=None):
-    "Held-out accuracy against the E-step tokens generated so far (summed over rounds), one line per method; returns the axes."
+    "Plot held-out accuracy against E-step tokens so far, a line per method; returns the axes."
+    # x: the E-step tokens generated so far, summed over rounds
     import matplotlib.pyplot as plt
     if ax is None: _, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     base, runs = _runs(rows)
@@ -45,9 +49,11 @@ def plot_accuracy_per_token(rows: list[dict], ax=None, title: str|None=None):
         for r in rs:
             if r.get("tokens_spent") is None or r.get("accuracy") is None: break   # unknown from here on
             spent += r["tokens_spent"]; xs.append(spent); pts.append(r)
-        if len(pts) > (1 if base else 0): _errorbars(ax, xs, pts, color=_colour(s), label=METHOD_NAMES.get(s, s))
+        if len(pts) > (1 if base else 0):
+            _errorbars(ax, xs, pts, color=_colour(s), label=METHOD_NAMES.get(s, s))
     if base: ax.axhline(base["accuracy"], color="gray", ls=":", lw=1, label="base model")
-    ax.set(xlabel="E-step tokens generated so far (a marker per round)", ylabel="held-out accuracy", ylim=(0, 1))
+    ax.set(xlabel="E-step tokens generated so far (a marker per round)", ylabel="held-out accuracy",
+           ylim=(0, 1))
     ax.set_xlim(left=0); ax.grid(alpha=0.3); ax.legend(fontsize=8)
     ax.set_title(title or "Accuracy against E-step tokens spent (95% CI)", fontsize=10)
     return ax
@@ -56,10 +62,13 @@ def plot_accuracy_per_token(rows: list[dict], ax=None, title: str|None=None):
 def _get(key): return lambda r: r.get(key)
 
 def _faithful_accepted(r):
-    return None if r.get("faithful_rate") is None or r.get("acceptance_rate") is None else r["faithful_rate"] * r["acceptance_rate"]
+    return (None if r.get("faithful_rate") is None or r.get("acceptance_rate") is None
+            else r["faithful_rate"] * r["acceptance_rate"])
 
 # %% ../nbs/10b_figures.ipynb #360eee98
-_PANELS = [  # title, y label, y axis ('share': 0 to 1, 'count': from 0, None: as the data), [(value, style, what it shows)]
+# a panel: title, y label, y axis ('share': 0 to 1, 'count': from 0, None: as the data),
+# [(value, style, what it shows)]
+_PANELS = [
     ("E-step acceptance", "share of training questions", "share",
      [(_get("acceptance_rate"), "-", "accepted"), (_faithful_accepted, "--", "accepted and faithful")]),
     ("Cut at the token cap", "share of outputs with no answer", "share",
@@ -67,15 +76,18 @@ _PANELS = [  # title, y label, y axis ('share': 0 to 1, 'count': from 0, None: a
     ("Held-out rationale length before the answer", "tokens", "count", [(_get("rationale_tokens"), "-", "")]),
     ("Accepted rationale length", "tokens", "count", [(_get("mean_rationale_tokens"), "-", "")]),
     ("E-step cost per accepted trace", "generated tokens", "count", [(_get("tokens_per_accepted"), "-", "")]),
-    ("Share of the most frequent predicted letter", "share of held-out answers", "share", [(_get("top_letter_share"), "-", "")]),
+    ("Share of the most frequent predicted letter", "share of held-out answers", "share",
+     [(_get("top_letter_share"), "-", "")]),
     ("Estimated log p(y*|x)", "mean over questions (clipped)", None,
      [(_get("objective_mc_logp"), "-", "MC"), (_get("objective_is_logp"), "--", "IS")]),
-    ("Hint leakage of accepted hinted traces", "log q(z|x,y*) − log π(z|x)", None, [(_get("hint_leakage"), "-", "")]),
+    ("Hint leakage of accepted hinted traces", "log q(z|x,y*) − log π(z|x)", None,
+     [(_get("hint_leakage"), "-", "")]),
 ]
 
 # %% ../nbs/10b_figures.ipynb #47c75017
 def _draw_panel(ax, base, runs, title, ylabel, scale, series) -> None:
-    "One panel: each method's rounds (from the base model's round 0 where it has the value), one line per series."
+    "One panel: each method's rounds, one line per series."
+    # a method's line starts from the base model's round 0 where the base row has the value
     drawn, xs, ys = [], [], []
     for value, style, what in series:
         for s, rs in runs.items():
@@ -85,7 +97,8 @@ def _draw_panel(ax, base, runs, title, ylabel, scale, series) -> None:
             drawn.append((style, what)); xs += [x for x, _ in pts]; ys += [y for _, y in pts]
     styles = {"-": "solid", "--": "dashed"}
     kinds = list(dict.fromkeys((styles[st], w) for st, w in drawn if w))
-    ax.set_title(title + (" (" + ", ".join(f"{st}: {w}" for st, w in kinds) + ")" if len(kinds) > 1 else ""), fontsize=10)
+    ax.set_title(title + (" (" + ", ".join(f"{st}: {w}" for st, w in kinds) + ")" if len(kinds) > 1 else ""),
+                 fontsize=10)
     ax.set_ylabel(ylabel); ax.set_xlabel("EM round")
     lo, hi = min(xs), max(xs)
     ax.set_xticks(range(lo, hi + 1)); ax.set_xlim(lo - 0.3, hi + 0.3)
@@ -94,14 +107,18 @@ def _draw_panel(ax, base, runs, title, ylabel, scale, series) -> None:
 
 # %% ../nbs/10b_figures.ipynb #ff4f45e0
 def plot_comparison(rows: list[dict], title: str|None=None):
-    "The panels that have data: accuracy per round and per E-step token, acceptance, cut shares, lengths, cost, collapse and posterior diagnostics; returns the axes."
+    "Every panel that has data, accuracy first; returns the axes."
+    # the panels: accuracy per round and per E-step token, acceptance, cut shares, lengths, cost, collapse and
+    # posterior diagnostics
     import matplotlib.pyplot as plt
-    if not rows: raise ValueError("No rows to plot; pass the rows of `compare`, `collect_results` or `read_results`.")
+    if not rows: raise ValueError("No rows to plot; pass the rows of `compare`, `collect_results` "
+                                  "or `read_results`.")
     base, runs = _runs(rows)
     panels = [p for p in _PANELS if any(v(r) is not None for r in rows for v, _, _ in p[3])]
     per_token = any(r.get("tokens_spent") is not None for r in rows)
     n = 1 + per_token + len(panels)
-    fig, axs = plt.subplots((n + 1) // 2, 2, figsize=(10, 3.3 * ((n + 1) // 2)), constrained_layout=True, squeeze=False)
+    fig, axs = plt.subplots((n + 1) // 2, 2, figsize=(10, 3.3 * ((n + 1) // 2)), constrained_layout=True,
+                            squeeze=False)
     axs = list(axs.flat)
     if n % 2: fig.delaxes(axs.pop())                                  # no empty frame
     acc = axs[0]
@@ -110,12 +127,15 @@ def plot_comparison(rows: list[dict], title: str|None=None):
         _errorbars(acc, [r["round"] + (i - (len(runs) - 1) / 2) * 0.04 for r in pts], pts, color=_colour(s),
                    label=METHOD_NAMES.get(s, s))
     if base: acc.axhline(base["accuracy"], color="gray", ls=":", lw=1, label="base model")
-    acc.set(title="Held-out accuracy (greedy, no hint; 95% CI)", ylabel="accuracy", ylim=(0, 1)); acc.title.set_fontsize(10)
+    acc.set(title="Held-out accuracy (greedy, no hint; 95% CI)", ylabel="accuracy", ylim=(0, 1))
+    acc.title.set_fontsize(10)
     acc.legend(fontsize=8)
     if per_token: plot_accuracy_per_token(rows, ax=axs[1])
-    for ax, (t, yl, scale, series) in zip(axs[1 + per_token:], panels): _draw_panel(ax, base, runs, t, yl, scale, series)
+    for ax, (t, yl, scale, series) in zip(axs[1 + per_token:], panels):
+        _draw_panel(ax, base, runs, t, yl, scale, series)
     rounds = [r["round"] for r in rows]
-    acc.set_xlabel("EM round"); acc.set_xticks(range(min(rounds), max(rounds) + 1)); acc.set_xlim(min(rounds) - 0.3, max(rounds) + 0.3)
+    acc.set_xlabel("EM round"); acc.set_xticks(range(min(rounds), max(rounds) + 1))
+    acc.set_xlim(min(rounds) - 0.3, max(rounds) + 0.3)
     for ax in axs: ax.grid(alpha=0.3)
     if title: fig.suptitle(title)
     return np.array(axs)

@@ -1,4 +1,4 @@
-"""Any GGUF file (llama, qwen2, … as `transformers` reads them) converted once into a plain safetensors folder in the cache.
+"""Any GGUF file that `transformers` reads, converted once into a safetensors folder in the cache.
 
 Docs: https://em-tutorial.github.io/em_tutorial/gguf.html.md"""
 
@@ -30,13 +30,15 @@ def _convert_gguf(gguf: Path, out: Path):
 
 # %% ../nbs/03a_gguf.ipynb #86130543
 def _complete(folder: Path) -> bool:
-    return (folder/'config.json').is_file() and (folder/'model.safetensors').is_file() and (folder/'tokenizer.json').is_file()
+    return ((folder/'config.json').is_file() and (folder/'model.safetensors').is_file()
+            and (folder/'tokenizer.json').is_file())
 
 # %% ../nbs/03a_gguf.ipynb #db47f9bc
 def gguf_folder(gguf: Path, target: Path, verbose: bool = True) -> Path:
-    "`target` (in `cache_dir()`), converted from the GGUF file `gguf` unless a complete copy is there already."
+    "`target` (in `cache_dir()`), converted from the GGUF file `gguf` unless already complete."
     if _complete(target): return target
-    if not installed('gguf'): raise RuntimeError("Converting a GGUF file needs the gguf package; install it with: pip install gguf")
+    if not installed('gguf'): raise RuntimeError("Converting a GGUF file needs the gguf package; "
+                                                 "install it with: pip install gguf")
     for old in cache_dir().glob(f'.{target.name}.*.tmp'):  # left by a killed conversion over an hour ago
         if time.time() - old.stat().st_mtime > 3600: shutil.rmtree(old, ignore_errors=True)
     if target.exists(): shutil.rmtree(target)  # incomplete: not written by us (we rename only whole folders)
@@ -55,7 +57,8 @@ def check_gguf(p: Path) -> Path:
     "`p` if it starts like a GGUF file, else one sentence saying what to pass."
     with open(p, 'rb') as f: magic = f.read(4)
     if magic != GGUF_MAGIC:
-        raise ValueError(f"{str(p)!r} is a file but not a GGUF file; pass a .gguf file, or the folder that holds config.json and the safetensors weights.")
+        raise ValueError(f"{str(p)!r} is a file but not a GGUF file; pass a .gguf file, "
+                         "or the folder that holds config.json and the safetensors weights.")
     return p
 
 # %% ../nbs/03a_gguf.ipynb #b3318306
@@ -63,7 +66,7 @@ def gguf_model_dir(
     path,  # a GGUF file (llama, qwen2, … as transformers reads them)
     verbose: bool = True,  # print a line when converting
 ) -> Path:
-    "The safetensors folder in `cache_dir()` converted (once) from the GGUF file `path`, or one clear error."
+    "The safetensors folder in `cache_dir()` converted (once) from the GGUF file `path`."
     p = check_gguf(Path(path).expanduser())
     st = p.stat()
     target = cache_dir()/f'{p.stem}-{seed_hash(p.resolve(), st.st_size, st.st_mtime_ns):016x}'
@@ -72,5 +75,6 @@ def gguf_model_dir(
         if 'not supported' not in str(e): raise
         from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES as ok
         why = str(e).strip().split('\n')[0].rstrip('.')
-        raise ValueError(f"{p.name!r} holds an architecture transformers cannot read from GGUF ({why}); "
-                         f"it reads {', '.join(a for a in ok if a not in ('general', 'tokenizer'))}.") from None
+        raise ValueError(
+            f"{p.name!r} holds an architecture transformers cannot read from GGUF ({why}); "
+            f"it reads {', '.join(a for a in ok if a not in ('general', 'tokenizer'))}.") from None

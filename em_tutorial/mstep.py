@@ -1,4 +1,4 @@
-"""The M-step loss written by hand and checked against the model's own loss, LoRA / QLoRA training with the transformers `Trainer`.
+"""The M-step loss written by hand and checked against the model's own; LoRA / QLoRA training.
 
 Docs: https://em-tutorial.github.io/em_tutorial/mstep.html.md"""
 
@@ -22,14 +22,16 @@ IGNORE_INDEX = -100  # the label PyTorch's cross-entropy ignores: prompt and pad
 _MARK = "END-OF-ASSISTANT-TEXT-7f3a"   # no whitespace: templates may trim the content (Llama 3 does)
 
 def end_of_turn(tokenizer) -> str:
-    "The text the chat template writes after an assistant message (e.g. '<|im_end|>'), else the EOS token."
+    "Text the chat template writes after an assistant message (e.g. '<|im_end|>'), else EOS."
     try:
-        s = tokenizer.apply_chat_template([{"role": "user", "content": "u"}, {"role": "assistant", "content": _MARK}], tokenize=False)
+        s = tokenizer.apply_chat_template([{"role": "user", "content": "u"},
+                                           {"role": "assistant", "content": _MARK}], tokenize=False)
         tail = s[s.rindex(_MARK) + len(_MARK):].strip()
         if tail: return tail
     except Exception: pass  # no template, or one that rejects this chat: use EOS
     if tokenizer.eos_token is None:
-        raise ValueError("The tokenizer has no chat template end-of-turn marker and no EOS token; set tokenizer.eos_token.")
+        raise ValueError("The tokenizer has no chat template end-of-turn marker and no EOS token; "
+                         "set tokenizer.eos_token.")
     return tokenizer.eos_token
 
 # %% ../nbs/06_mstep.ipynb #7073104e
@@ -44,7 +46,7 @@ def sft_example(tokenizer,                 # the policy's tokenizer
                 max_len: int = 512,        # keep at most this many tokens (cut on the right)
                 eot: str | None = None,    # end-of-turn text; None: `end_of_turn(tokenizer)`
                ) -> dict:
-    "input_ids = train-prompt tokens + target tokens + end of turn; labels = the same with -100 on the prompt."
+    "input_ids: train prompt + target + end of turn; labels: the same with -100 on the prompt."
     eot = end_of_turn(tokenizer) if eot is None else eot
     p = tokenizer(trace.train_prompt, add_special_tokens=False)["input_ids"]
     t = tokenizer(trace_target(trace) + eot, add_special_tokens=False)["input_ids"]
@@ -54,7 +56,7 @@ def sft_example(tokenizer,                 # the policy's tokenizer
 def sft_collate(examples: list[dict],  # `sft_example` outputs
                 pad_token_id: int,     # id written on padding positions (their labels are -100)
                ) -> dict:
-    "Right-pad examples into a batch of tensors: input_ids, attention_mask, labels (all (B, T))."
+    "Right-pad examples into a batch of (B, T) tensors: input_ids, attention_mask, labels."
     import torch
     T = max(len(e["input_ids"]) for e in examples)
     pad = lambda rows, v: [r + [v] * (T - len(r)) for r in rows]
@@ -68,9 +70,10 @@ def mstep_loss(model,        # a causal LM (plain or peft)
                batch: dict,  # from `sft_collate`: input_ids, attention_mask, labels
               ):
     "Token-mean negative log-likelihood of the target (rationale + answer) tokens, by hand."
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()  # (B, T, V)
-    logp = logits[:, :-1].log_softmax(-1)                                   # (B, T-1, V) log π(next token | prefix)
-    y = batch["labels"][:, 1:]                                              # (B, T-1) the token each row predicts
+    # (B, T, V)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    logp = logits[:, :-1].log_softmax(-1)                                   # (B, T-1, V) log π(next | prefix)
+    y = batch["labels"][:, 1:]                                              # (B, T-1) the tokens to predict
     mask = y != IGNORE_INDEX                                                # (B, T-1) target tokens only
     token_logp = logp.gather(-1, y.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, T-1)
     return -(token_logp * mask).sum() / mask.sum()
@@ -80,7 +83,8 @@ LOG_FIELDS = ("step", "loss", "lr", "epoch", "grad_norm")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 
 def csv_log_callback(path):
-    "A `TrainerCallback` that writes step, loss, lr, epoch and grad_norm to the CSV file `path` at every logged step."
+    "A `TrainerCallback` that writes step, loss, lr, epoch and grad_norm to the CSV `path`."
+    # one row at every logged step
     from transformers import TrainerCallback
     path = Path(path)
     class CSVLogCallback(TrainerCallback):
@@ -89,12 +93,14 @@ def csv_log_callback(path):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not (state.is_world_process_zero and logs and "loss" in logs): return
             with open(path, "a", newline="") as f:
-                csv.writer(f).writerow([state.global_step, logs["loss"], logs.get("learning_rate"), logs.get("epoch"), logs.get("grad_norm")])
+                csv.writer(f).writerow([state.global_step, logs["loss"], logs.get("learning_rate"),
+                                        logs.get("epoch"), logs.get("grad_norm")])
     return CSVLogCallback()
 
 # %% ../nbs/06_mstep.ipynb #d2ef001e
 def save_adapter(model, out_dir) -> Path:
-    "Save `model`'s adapter (or weights) as safetensors into `out_dir` via a temporary folder and a rename."
+    "Save `model`'s adapter (or weights) as safetensors into `out_dir` via a temporary folder."
+    # the temporary folder is renamed to `out_dir`, so `out_dir` is either absent or complete
     out_dir = Path(out_dir)
     tmp = out_dir.parent/f".{out_dir.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -105,12 +111,15 @@ def save_adapter(model, out_dir) -> Path:
 
 # %% ../nbs/06_mstep.ipynb #2cfdbdfc
 def _training_data(tokenizer, traces, max_len: int) -> list[dict]:
-    "The `sft_example`s of the accepted traces that keep a target token within `max_len` (a warning for the others)."
+    "The `sft_example`s of the accepted traces that keep a target token within `max_len`."
+    # the others are skipped with a warning
     accepted = [t for t in traces if t.accepted]
     eot = end_of_turn(tokenizer)
-    data = [e for e in (sft_example(tokenizer, t, max_len, eot) for t in accepted) if any(l != IGNORE_INDEX for l in e["labels"])]
+    data = [e for e in (sft_example(tokenizer, t, max_len, eot) for t in accepted)
+            if any(l != IGNORE_INDEX for l in e["labels"])]
     if len(data) < len(accepted):
-        warnings.warn(f"{len(accepted) - len(data)} accepted traces have no target token within max_len={max_len} and are skipped; raise max_len.")
+        warnings.warn(f"{len(accepted) - len(data)} accepted traces have no target token within "
+                      f"max_len={max_len} and are skipped; raise max_len.", stacklevel=2)
     return data
 
 # %% ../nbs/06_mstep.ipynb #12de6ade
@@ -132,26 +141,31 @@ def train_mstep(model,                     # a peft model from `add_lora` (LoRA 
                 progress: bool = False,    # show the Trainer's progress bar
                 callbacks=(),              # extra `TrainerCallback`s
                ) -> dict | None:
-    "The M-step: fine-tune `model` on the accepted traces with the transformers Trainer and save the adapter; None if nothing to train on."
-    if scheduler not in SCHEDULERS: raise ValueError(f"scheduler={scheduler!r} is not valid; choose one of: {', '.join(SCHEDULERS)}.")
+    "The M-step: fine-tune `model` on the accepted traces and save the adapter; None if none."
+    # fine-tunes with the transformers Trainer; returns None (and warns) if there is nothing to train on
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"scheduler={scheduler!r} is not valid; choose one of: {', '.join(SCHEDULERS)}.")
     if not 0 <= warmup_ratio < 1: raise ValueError(f"warmup_ratio={warmup_ratio!r} must be in [0, 1).")
     if tensorboard and not any(installed(m) for m in ("tensorboard", "tensorboardX")):
         raise ValueError("tensorboard=True needs TensorBoard; install it with: pip install tensorboard")
     out_dir = Path(out_dir)
     data = _training_data(tokenizer, traces, max_len)
     if not data:
-        warnings.warn("No accepted traces to train on: the M-step is skipped and the model is unchanged.")
+        warnings.warn("No accepted traces to train on: the M-step is skipped and the model is unchanged.",
+                      stacklevel=2)
         return None
     from transformers import Trainer, TrainingArguments, set_seed
     from transformers.trainer_callback import PrinterCallback
     set_seed(seed)
     work = out_dir.parent/("tensorboard" if tensorboard else f".{out_dir.name}.trainer")
-    args = TrainingArguments(output_dir=str(work), per_device_train_batch_size=batch_size, gradient_accumulation_steps=grad_accum,
-                             num_train_epochs=epochs, learning_rate=lr, lr_scheduler_type=scheduler, warmup_steps=warmup_ratio,
+    args = TrainingArguments(output_dir=str(work), per_device_train_batch_size=batch_size,
+                             gradient_accumulation_steps=grad_accum, num_train_epochs=epochs,
+                             learning_rate=lr, lr_scheduler_type=scheduler, warmup_steps=warmup_ratio,
                              weight_decay=0.0, max_grad_norm=1.0, logging_steps=1, save_strategy="no",
                              report_to=["tensorboard"] if tensorboard else "none", seed=seed, data_seed=seed,
                              disable_tqdm=not progress, remove_unused_columns=False, label_names=["labels"],
-                             dataloader_pin_memory=False, use_cpu=next(model.parameters()).device.type == "cpu")
+                             dataloader_pin_memory=False,
+                             use_cpu=next(model.parameters()).device.type == "cpu")
     cbs = ([csv_log_callback(log_csv)] if log_csv else []) + list(callbacks)
     trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=cbs,
                       data_collator=partial(sft_collate, pad_token_id=tokenizer.pad_token_id))
@@ -168,22 +182,24 @@ def train_mstep(model,                     # a peft model from `add_lora` (LoRA 
     n_target = sum(sum(l != IGNORE_INDEX for l in e["labels"]) for e in data)
     return dict(n_examples=len(data), n_target_tokens=n_target, steps=trainer.state.global_step,
                 first_loss=losses[0], last_loss=losses[-1], mean_loss=result.training_loss,
-                seconds=round(seconds, 2), seconds_per_example=round(seconds / (len(data) * epochs), 3), adapter=str(out_dir))
+                seconds=round(seconds, 2), seconds_per_example=round(seconds / (len(data) * epochs), 3),
+                adapter=str(out_dir))
 
 # %% ../nbs/06_mstep.ipynb #61fe65fe
 def read_train_log(path) -> list[dict]:
     "The rows of a `train_mstep` CSV log, as dicts of floats (step as int)."
     with open(path, newline="") as f:
-        return [{k: (int(v) if k == "step" else float(v) if v not in ("", "None") else None) for k, v in r.items()}
-                for r in csv.DictReader(f)]
+        return [{k: (int(v) if k == "step" else float(v) if v not in ("", "None") else None)
+                 for k, v in r.items()} for r in csv.DictReader(f)]
 
 # %% ../nbs/06_mstep.ipynb #63280837
 def plot_train_log(path, ax=None):
-    "Plot loss (and learning rate on a twin axis) per step from a `train_mstep` CSV log; returns the axes."
+    "Plot loss (and lr on a twin axis) per step from a `train_mstep` CSV log; returns the axes."
     import matplotlib.pyplot as plt
     rows = read_train_log(path)
     ax = ax or plt.subplots(figsize=(5, 3))[1]
     ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], "o-", label="loss")
     ax.set_xlabel("optimizer step"); ax.set_ylabel("M-step loss (token mean NLL)")
-    ax2 = ax.twinx(); ax2.plot([r["step"] for r in rows], [r["lr"] for r in rows], "--", color="gray"); ax2.set_ylabel("lr", color="gray")
+    ax2 = ax.twinx(); ax2.plot([r["step"] for r in rows], [r["lr"] for r in rows], "--", color="gray")
+    ax2.set_ylabel("lr", color="gray")
     return ax

@@ -1,4 +1,4 @@
-"""The one owner of what an EM run writes: its layout, config and manifest, step markers, per-round metrics, finished rounds, the lock, and the testing hook that kills a run at a named point.
+"""What an EM run writes: its layout, config, step markers, per-round metrics and lock.
 
 Docs: https://em-tutorial.github.io/em_tutorial/runs.html.md"""
 
@@ -39,7 +39,7 @@ def step_done(folder, step: str) -> bool:
 
 # %% ../nbs/08_runs.ipynb #875477c7
 def mark_step(folder, step: str, info: dict) -> None:
-    "Mark `step` of the round in `folder` as done, recording `info` (and the time) in its marker."
+    "Mark `step` of the round in `folder` done, recording `info` (and the time) in its marker."
     atomic_write_json(Path(folder)/f"{step}.done", {"at": _now(), **info})
 
 # %% ../nbs/08_runs.ipynb #155a9d10
@@ -64,14 +64,16 @@ def kill_callback(point: str):
 
 # %% ../nbs/08_runs.ipynb #0cb6f70b
 def _diff_keys(a: dict, b: dict, defaults: dict|None=None) -> list[str]:
-    "Keys whose values differ; a key missing from `a` (a folder written before the field existed) counts as its default."
+    "Keys whose values differ, a key missing from `a` counting as its default (`defaults`)."
+    # a key is missing from `a` when the folder was written before the field existed
     a = {**(defaults or {}), **a}
     return sorted(k for k in set(a) | set(b) if a.get(k, "<missing>") != b.get(k, "<missing>"))
 
 # %% ../nbs/08_runs.ipynb #d61041d1
 def _git_commit() -> str | None:
     try:
-        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent if "__file__" in globals() else ".",
+        r = subprocess.run(["git", "rev-parse", "HEAD"],
+                           cwd=Path(__file__).parent if "__file__" in globals() else ".",
                            capture_output=True, text=True, timeout=10)
         return r.stdout.strip() or None if r.returncode == 0 else None
     except Exception: return None
@@ -91,24 +93,28 @@ def _contents(run_dir: Path) -> list[Path]:
 def prepare_run_dir(config: dict,            # the run's config as a dict (`EMConfig.to_dict()`)
                     run_dir,                 # the run folder
                     overwrite: bool = False, # wipe a folder that holds another run
-                    defaults: dict|None = None, # the config fields' defaults: a field added since the folder was written takes its default
+                    # the config fields' defaults: a field added since the folder was made takes its default
+                    defaults: dict|None = None,
                    ) -> Path:
-    "Create `run_dir` (config.json, manifest.json), or check that it holds a run of the same config."
+    "Create `run_dir` (config.json, manifest.json), or check it holds a run of the same config."
     run_dir, cfg_file, manifest = Path(run_dir), Path(run_dir)/CONFIG_FILE, Path(run_dir)/MANIFEST_FILE
     if _contents(run_dir):
         if overwrite:
             for p in _contents(run_dir): shutil.rmtree(p) if p.is_dir() else p.unlink()
         elif not cfg_file.exists():
-            raise ValueError(f"{run_dir} is not empty and holds no config.json; pick another run_dir or pass overwrite=True to wipe it.")
+            raise ValueError(f"{run_dir} is not empty and holds no config.json; "
+                             "pick another run_dir or pass overwrite=True to wipe it.")
         elif diff := _diff_keys(json.loads(cfg_file.read_text()), config, defaults):
-            raise ValueError(f"{run_dir} holds a run with a different config (differing keys: {', '.join(diff)}); "
-                             f"use the same config to resume, another run_dir, or overwrite=True to start again.")
+            raise ValueError(f"{run_dir} holds a run with a different config "
+                             f"(differing keys: {', '.join(diff)}); use the same config to resume, "
+                             f"another run_dir, or overwrite=True to start again.")
     run_dir.mkdir(parents=True, exist_ok=True)
     if not cfg_file.exists(): atomic_write_json(cfg_file, config)
     if manifest.exists():
         m = json.loads(manifest.read_text()); m.setdefault("resumed", []).append(_now())
     else:
-        m = {"started": _now(), "versions": _versions(), "git_commit": _git_commit(), "seed": config.get("seed"),
+        m = {"started": _now(), "versions": _versions(), "git_commit": _git_commit(),
+             "seed": config.get("seed"),
              "seeds": "derive_seed(seed, round, what): what = 'lora', 'train' or the chunk index",
              "platform": platform.platform(), "argv": [Path(sys.argv[0]).name, *sys.argv[1:]]}
     atomic_write_json(manifest, m)
@@ -118,7 +124,9 @@ def prepare_run_dir(config: dict,            # the run's config as a dict (`EMCo
 def read_config(run_dir) -> dict:
     "The config a run folder was made with (its config.json)."
     p = Path(run_dir).expanduser()/CONFIG_FILE
-    if not p.is_file(): raise FileNotFoundError(f"{p} does not exist; pass the folder a training run wrote (it holds config.json).")
+    if not p.is_file():
+        raise FileNotFoundError(f"{p} does not exist; "
+                                "pass the folder a training run wrote (it holds config.json).")
     return json.loads(p.read_text())
 
 # %% ../nbs/08_runs.ipynb #04ee855b
@@ -152,18 +160,20 @@ class RunLock:
 
 # %% ../nbs/08_runs.ipynb #9df412f6
 METRIC_COLUMNS = ("round", "accuracy", "n_eval", "eval_mean_tokens", "eval_cut_share", "answer_only_accuracy",
-                  "rationale_tokens", "early_answer_share", "top_letter_share", "n_sampled", "n_accepted", "acceptance_rate",
-                  "sample_cut_share", "train_steps", "train_first_loss", "train_last_loss", "sample_s", "train_s", "eval_s")
+                  "rationale_tokens", "early_answer_share", "top_letter_share", "n_sampled", "n_accepted",
+                  "acceptance_rate", "sample_cut_share", "train_steps", "train_first_loss", "train_last_loss",
+                  "sample_s", "train_s", "eval_s")
 
 # %% ../nbs/08_runs.ipynb #42a13a93
 def round_finished(run_dir, k: int) -> bool:
-    "Whether round `k` of a run is finished: its `evaluated` marker exists (and, for k >= 1, its adapter)."
+    "Whether round `k` is finished: it has an `evaluated` marker (and, for k >= 1, an adapter)."
     d = round_dir(run_dir, k)
     return step_done(d, "evaluated") and (k == 0 or (d/ADAPTER_DIR/"adapter_config.json").is_file())
 
 # %% ../nbs/08_runs.ipynb #3724ebed
 def _round_numbers(run_dir) -> list[int]:
-    ks = [int(m.group(1)) for p in Path(run_dir).glob("round_*") if (m := re.fullmatch(r"round_(\d+)", p.name))]
+    ks = [int(m.group(1)) for p in Path(run_dir).glob("round_*")
+          if (m := re.fullmatch(r"round_(\d+)", p.name))]
     return sorted(ks)
 
 def finished_rounds(run_dir) -> list[int]:
@@ -173,16 +183,18 @@ def finished_rounds(run_dir) -> list[int]:
 # %% ../nbs/08_runs.ipynb #3bd8e32c
 def _flat_row(m: dict) -> dict:
     e, t, sec = m.get("eval", {}), m.get("train") or {}, m.get("seconds", {})
-    d = e.get("diagnostics") or {}                     # absent in runs recorded before the diagnostics existed
-    return dict(round=m["round"], accuracy=e.get("accuracy"), n_eval=e.get("n"), eval_mean_tokens=e.get("mean_tokens"),
-                eval_cut_share=e.get("cut_share"),                    # absent before the cut shares were recorded
+    d = e.get("diagnostics") or {}  # absent in runs recorded before the diagnostics existed
+    return dict(round=m["round"], accuracy=e.get("accuracy"), n_eval=e.get("n"),
+                eval_mean_tokens=e.get("mean_tokens"),
+                eval_cut_share=e.get("cut_share"),  # absent before the cut shares were recorded
                 answer_only_accuracy=(m.get("answer_only") or {}).get("accuracy"),
-                rationale_tokens=d.get("mean_rationale_tokens"), early_answer_share=d.get("early_answer_share"),
-                top_letter_share=d.get("top_letter_share"),
+                rationale_tokens=d.get("mean_rationale_tokens"),
+                early_answer_share=d.get("early_answer_share"), top_letter_share=d.get("top_letter_share"),
                 n_sampled=m.get("n_sampled"), n_accepted=m.get("n_accepted"),
                 acceptance_rate=(m["n_accepted"] / m["n_sampled"]) if m.get("n_sampled") else None,
                 sample_cut_share=m.get("sample_cut_share"),
-                train_steps=t.get("steps"), train_first_loss=t.get("first_loss"), train_last_loss=t.get("last_loss"),
+                train_steps=t.get("steps"), train_first_loss=t.get("first_loss"),
+                train_last_loss=t.get("last_loss"),
                 sample_s=sec.get("sample"), train_s=sec.get("train"), eval_s=sec.get("eval"))
 
 # %% ../nbs/08_runs.ipynb #9135e38f
@@ -192,12 +204,13 @@ def read_round_metrics(run_dir, k: int) -> dict:
 
 # %% ../nbs/08_runs.ipynb #126b1d41
 def read_metrics(run_dir) -> list[dict]:
-    "One flat row per finished round (round 0 = the base model), from the rounds' metrics.json files."
-    return [_flat_row(read_round_metrics(run_dir, k)) for k in _round_numbers(run_dir) if round_finished(run_dir, k)]
+    "One flat row per finished round (round 0: the base model), from its metrics.json."
+    return [_flat_row(read_round_metrics(run_dir, k))
+            for k in _round_numbers(run_dir) if round_finished(run_dir, k)]
 
 # %% ../nbs/08_runs.ipynb #47909e2e
 def write_round_metrics(run_dir, k: int, info: dict) -> None:
-    "Finish round `k`: write its metrics.json, then its `evaluated` marker, then the run's metrics.csv."
+    "Finish round `k`: metrics.json, then the `evaluated` marker, then the run's metrics.csv."
     d = round_dir(run_dir, k)
     atomic_write_json(d/METRICS_FILE, info)
     maybe_kill(f"round{k}.metrics")

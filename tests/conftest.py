@@ -7,7 +7,8 @@ import em_tutorial.models as M
 from em_tutorial.models import tiny_model
 
 # tests that need the real offline model: `from conftest import needs_smollm2`
-needs_smollm2 = pytest.mark.skipif(not (M._smollm2_gguf() is not None or M._complete(M.cache_dir()/M.SMOLLM2_NAME)),
+needs_smollm2 = pytest.mark.skipif(not (M._smollm2_gguf() is not None
+                                        or M._complete(M.cache_dir()/M.SMOLLM2_NAME)),
                                    reason=f"offline SmolLM2 not installed ({M.SMOLLM2_INSTALL})")
 
 

@@ -1,5 +1,6 @@
-"""4-bit NF4 weights read in one layout on every CPU: the merged sampling copy equals the adapter-attached model even after
-bitsandbytes' AVX-512 repacking (replayed here with its own packer, so both layouts are tested on either kind of CPU)."""
+"""4-bit NF4 weights read in one layout on every CPU: the merged sampling copy equals the
+adapter-attached model even after bitsandbytes' AVX-512 repacking (replayed here with its own packer, so both
+layouts are tested on either kind of CPU)."""
 import tempfile
 import pytest, torch
 
@@ -26,8 +27,10 @@ def folder():
 def models(folder):
     "(4-bit + LoRA, the same unquantised + the same LoRA), eval mode; the adapter changes the model."
     d, _ = folder
-    nf4 = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
-    q4 = add_lora(AutoModelForCausalLM.from_pretrained(d, quantization_config=nf4, device_map="cpu"), verbose=False)
+    nf4 = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                             bnb_4bit_compute_dtype=torch.float32)
+    q4 = add_lora(AutoModelForCausalLM.from_pretrained(d, quantization_config=nf4, device_map="cpu"),
+                  verbose=False)
     full = add_lora(AutoModelForCausalLM.from_pretrained(d, device_map="cpu"), verbose=False)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -45,7 +48,8 @@ def logits(model, tok):
 def repack_as_avx512_does(model) -> int:
     "What `Linear4bit.forward` does to every layer at its first no-grad forward on a CPU with AVX-512 bf16."
     layers = M._bnb_4bit_layers(model)
-    for m in layers: m.weight.data, m.weight.quant_state = _convert_weight_packed_for_cpu(m.weight.data, m.weight.quant_state)
+    for m in layers: m.weight.data, m.weight.quant_state = _convert_weight_packed_for_cpu(
+        m.weight.data, m.weight.quant_state)
     return len(layers)
 
 
@@ -57,22 +61,26 @@ def test_merged_copy_after_avx512_repacking(folder):
     after = logits(dequantized_merged(q4), folder[1])
     assert (after - exact).abs().max() < 0.2, "the merged copy misreads repacked weights"
     assert not any(m.weight.quant_state.packing_format_for_cpu for m in M._bnb_4bit_layers(q4))
-    torch.testing.assert_close(logits(q4, folder[1]), after, atol=1e-4, rtol=1e-4)   # attached and merged: one model
+    # attached and merged: one model
+    torch.testing.assert_close(logits(q4, folder[1]), after, atol=1e-4, rtol=1e-4)
 
 
 def test_no_layer_repacks_at_a_forward(folder):
-    "add_lora (and load_model) switch bitsandbytes' repacking off; on an AVX-512 bf16 CPU a no-grad forward would repack."
+    """add_lora (and load_model) switch bitsandbytes' repacking off; on an AVX-512 bf16 CPU a no-grad
+    forward would repack."""
     q4, _ = models(folder)
     assert all(m.support_avx512bf16_for_cpu is False for m in M._bnb_4bit_layers(q4))
     logits(q4, folder[1])
-    assert not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in M._bnb_4bit_layers(q4)), \
+    assert not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False)
+                   for m in M._bnb_4bit_layers(q4)), \
         f"repacked at a forward (avx512_bf16 here: {has_avx512bf16()})"
 
 
 def test_a_misread_layout_falls_back_to_the_attached_model(folder, monkeypatch, capsys):
     q4, _ = models(folder)
     read = G._dequantize
-    monkeypatch.setattr(G, "_dequantize", lambda layer, dtype: read(layer, dtype).flip(0))   # a layout read wrong
+    # a layout read wrong
+    monkeypatch.setattr(G, "_dequantize", lambda layer, dtype: read(layer, dtype).flip(0))
     with pytest.raises(G.LayoutMismatch, match="differs from its 4-bit forward"): dequantized_merged(q4)
     with merged_adapter(q4) as m: assert m is q4
     out = capsys.readouterr().out

@@ -1,4 +1,5 @@
-"`em-tutorial train` end to end on the real offline model: one round per sampler (slow) and the 4-bit QLoRA path on CPU."
+"""`em-tutorial train` end to end on the real offline model: one round per sampler (slow) and the 4-bit
+QLoRA path on CPU."""
 import json, os, subprocess, sys
 from pathlib import Path
 import pytest
@@ -34,7 +35,8 @@ def test_qlora_loop_on_cpu(tmp_path):
 @pytest.mark.parametrize("sampler", ["rejection", "star", "pps"])
 def test_train_each_sampler_one_round(tmp_path, sampler):
     r = train("--sampler", sampler, "--run-dir", str(tmp_path/"run"), "--quantize", "none",
-              "--rounds", "1", "--n-train", "8", "--n-eval", "8", "--max-new-tokens", "64", "--budget", "2", "--warmup-ratio", "0")
+              "--rounds", "1", "--n-train", "8", "--n-eval", "8", "--max-new-tokens", "64", "--budget", "2",
+              "--warmup-ratio", "0")
     assert r.returncode == 0, r.stderr[-2000:]
     check_run_folder(tmp_path/"run", sampler, "none")
     assert "round 1: accuracy" in r.stdout

@@ -1,4 +1,5 @@
-"Tests for em_tutorial.evaluate: bootstrap intervals, batched log-likelihoods, CoT scoring that never raises, run folders."
+"""Tests for em_tutorial.evaluate: bootstrap intervals, batched log-likelihoods, CoT scoring that never
+raises, run folders."""
 import json
 from types import SimpleNamespace as NS
 
@@ -8,11 +9,11 @@ import torch
 
 import em_tutorial.models as M
 from em_tutorial.data import load_questions, make_question
-from em_tutorial.evaluate import (EvalResult, bootstrap_ci, paired_bootstrap, wilson_ci, encode_pair, loglik_requests, loglikelihoods,
-                                  loglik_accuracy, score_cot, evaluate_cot)
+from em_tutorial.evaluate import (EvalResult, bootstrap_ci, paired_bootstrap, wilson_ci, encode_pair,
+                                  loglik_requests, loglikelihoods, loglik_accuracy, score_cot, evaluate_cot)
 from em_tutorial.em import evaluate_run
 from em_tutorial.runs import finished_rounds, mark_step
-from em_tutorial.models import tiny_model, add_lora
+from em_tutorial.models import add_lora
 
 from conftest import needs_smollm2
 
@@ -30,7 +31,7 @@ def reference_loglik(model, tok, context, continuation):
     return sum(logp[len(ctx) - 1 + t, c].item() for t, c in enumerate(cont))
 
 
-# --- bootstrap_ci -------------------------------------------------------------------------------------------------
+# --- bootstrap_ci -------------------------------------------------------------------------------------------
 
 def test_bootstrap_degenerate_cases():
     assert bootstrap_ci([1] * 30) == (1.0, 1.0)
@@ -65,7 +66,7 @@ def test_wilson_known_value_and_errors():
     with pytest.raises(ValueError): wilson_ci(5, 0)
 
 
-# --- log-likelihood scoring ----------------------------------------------------------------------------------------
+# --- log-likelihood scoring ---------------------------------------------------------------------------------
 
 def test_encode_pair_moves_trailing_space(tiny):
     _, tok = tiny
@@ -79,7 +80,8 @@ def test_loglik_batched_equals_unbatched_tiny(tiny, questions, method):
     reqs = [r for q in questions for r in loglik_requests(q, method)]
     want = [reference_loglik(model, tok, c, x) for c, x in reqs]
     for bs in (1, 3, 16):
-        np.testing.assert_allclose(loglikelihoods(model, tok, reqs, batch_size=bs, progress=False), want, atol=1e-4)
+        np.testing.assert_allclose(loglikelihoods(model, tok, reqs, batch_size=bs, progress=False), want,
+                                   atol=1e-4)
 
 
 @needs_smollm2
@@ -87,7 +89,8 @@ def test_loglik_batched_equals_unbatched_smollm2(questions):
     model, tok = M.load_model("smollm2", verbose=False)
     reqs = [r for q in questions for m in ("choice_text", "letter") for r in loglik_requests(q, m)]
     want = [reference_loglik(model, tok, c, x) for c, x in reqs]
-    np.testing.assert_allclose(loglikelihoods(model, tok, reqs, batch_size=5, progress=False), want, atol=1e-4)
+    np.testing.assert_allclose(loglikelihoods(model, tok, reqs, batch_size=5, progress=False), want,
+                               atol=1e-4)
 
 
 def test_loglik_accuracy_record(tiny, questions):
@@ -99,18 +102,21 @@ def test_loglik_accuracy_record(tiny, questions):
     assert EvalResult.from_dict(json.loads(json.dumps(res.to_dict()))) == res
     letter = loglik_accuracy(model, tok, questions, method="letter", progress=False)
     assert letter.accuracy_norm is None and "acc_norm" not in letter._repr_markdown_()
-    with pytest.raises(ValueError, match="is not one of"): loglik_accuracy(model, tok, questions, method="letters")
+    with pytest.raises(ValueError, match="is not one of"):
+        loglik_accuracy(model, tok, questions, method="letters")
     with pytest.raises(ValueError, match="No questions"): loglik_accuracy(model, tok, [])
 
 
-# --- chain-of-thought scoring --------------------------------------------------------------------------------------
+# --- chain-of-thought scoring -------------------------------------------------------------------------------
 
 def _q(i, answer="B"):
-    return make_question(str(i), "Which is a metal?", "ABCD", ["wood", "iron", "glass", "salt"], answer, "arc_easy", "toy")
+    return make_question(str(i), "Which is a metal?", "ABCD", ["wood", "iron", "glass", "salt"], answer,
+                         "arc_easy", "toy")
 
 
 def test_unparsable_outputs_counted_never_raise():
-    texts = [None, "", "The answer is (Z).", "x" * 100_000, "\x00\ufffd", 42, "answer: b", "The answer is (B)."]
+    texts = [None, "", "The answer is (Z).", "x" * 100_000, "\x00\ufffd", 42, "answer: b",
+             "The answer is (B)."]
     outs = [NS(text=t, n_tokens=3) for t in texts]
     res = score_cot([_q(i) for i in range(len(texts))], outs)
     parsed = [r["parsed"] for r in res.rows]
@@ -125,22 +131,27 @@ def test_strict_and_flexible_reported_apart():
     outs = [NS(text="The answer is (B).", n_tokens=4), NS(text="So the answer: B", n_tokens=6),
             NS(text="The answer is (A). But maybe (B)", n_tokens=8)]
     res = score_cot([_q(i) for i in range(3)], outs)
-    assert [(r["parsed"], r["strict"], r["correct"]) for r in res.rows] == [("B", True, True), ("B", False, True), ("A", True, False)]
-    assert res.accuracy == pytest.approx(2 / 3) and res.accuracy_strict == pytest.approx(1 / 3) and res.mean_tokens == 6
+    assert ([(r["parsed"], r["strict"], r["correct"]) for r in res.rows]
+            == [("B", True, True), ("B", False, True), ("A", True, False)])
+    assert (res.accuracy == pytest.approx(2 / 3) and res.accuracy_strict == pytest.approx(1 / 3)
+            and res.mean_tokens == 6)
     with pytest.raises(ValueError, match="one per question"): score_cot([_q(0)], outs)
 
 
 def test_cut_outputs_counted():
-    "An output that ran into the cap without an answer statement is cut; one that stated its answer, or stopped early, is not."
+    """An output that ran into the cap without an answer statement is cut; one that stated its answer, or
+    stopped early, is not."""
     from em_tutorial.evaluate import is_cut, cut_share
     outs = [NS(text="Iron conducts. The answer is (B).", n_tokens=6), NS(text="First, iron is a", n_tokens=6),
             NS(text="So the answer: B", n_tokens=6), NS(text="I am not sure.", n_tokens=4)]
     res = score_cot([_q(i) for i in range(4)], outs, max_new_tokens=6)
-    assert [r["cut"] for r in res.rows] == [False, True, True, False]      # a flexible parse at the cap is still cut
+    # a flexible parse at the cap is still cut
+    assert [r["cut"] for r in res.rows] == [False, True, True, False]
     assert res.cut_share == 0.5 and "cut at the token cap, no answer | 2 / 4" in res._repr_markdown_()
-    assert score_cot([_q(0)], outs[:1]).cut_share is None                  # the cap unknown: not counted
+    assert score_cot([_q(0)], outs[:1]).cut_share is None   # the cap unknown: not counted
     assert (is_cut(None, 6, 6), cut_share([], 6)) == (True, None)
-    old = {k: v for k, v in res.summary().items() if k != "cut_share"}      # a metrics.json written before the field
+    # a metrics.json written before the field
+    old = {k: v for k, v in res.summary().items() if k != "cut_share"}
     assert EvalResult.from_dict(old).cut_share is None
 
 
@@ -151,17 +162,19 @@ def test_evaluate_cot_on_noise_model(tiny, questions):
     assert all(0 < r["n_tokens"] <= 6 for r in res.rows)
     assert res.accuracy_ci[0] <= res.accuracy <= res.accuracy_ci[1]
     from em_tutorial.data import answer_stated
-    assert res.cut_share == sum(r["cut"] for r in res.rows) / 3 == sum(r["n_tokens"] == 6 and not answer_stated(r["text"]) for r in res.rows) / 3
+    assert (res.cut_share == sum(r["cut"] for r in res.rows) / 3
+            == sum(r["n_tokens"] == 6 and not answer_stated(r["text"]) for r in res.rows) / 3)
 
 
-# --- run folders ---------------------------------------------------------------------------------------------------
+# --- run folders --------------------------------------------------------------------------------------------
 
 def _tiny_run(tmp_path, tiny):
     model, tok = tiny
     folder = tmp_path/"tiny"; model.save_pretrained(folder); tok.save_pretrained(folder)
     run = tmp_path/"run"; run.mkdir()
-    (run/"config.json").write_text(json.dumps({"model": str(folder), "dataset": "arc_easy", "quantize": "none",
-                                               "eval_split": "validation", "max_new_tokens": 4}))
+    (run/"config.json").write_text(json.dumps({"model": str(folder), "dataset": "arc_easy",
+                                               "quantize": "none", "eval_split": "validation",
+                                               "max_new_tokens": 4}))
     mark_step(run/"round_0", "evaluated", {})
     fresh, _ = M.load_model(str(folder), verbose=False)
     lora = add_lora(fresh, r=2, verbose=False)
@@ -174,13 +187,15 @@ def _tiny_run(tmp_path, tiny):
 
 def test_evaluate_run(tmp_path, tiny, questions):
     run = _tiny_run(tmp_path, tiny)
-    assert finished_rounds(run) == [1]          # round 2 has an adapter and metrics.json but no marker: not finished
+    # round 2 has an adapter and metrics.json but no marker: not finished
+    assert finished_rounds(run) == [1]
     res = evaluate_run(run, n=3, seed=1, method="letter", progress=False)
     assert (res.info["round"], res.info["adapter"], res.n) == (1, "round_1", 3)
     base = evaluate_run(run, round=0, n=3, seed=1, method="letter", progress=False)
     assert base.info["adapter"] is None
     # a fresh LoRA adapter computes the base model exactly
-    np.testing.assert_allclose([x for r in res.rows for x in r["logliks"]], [x for r in base.rows for x in r["logliks"]], atol=1e-3)
+    np.testing.assert_allclose([x for r in res.rows for x in r["logliks"]],
+                               [x for r in base.rows for x in r["logliks"]], atol=1e-3)
     cot = evaluate_run(run, n=2, method="cot", progress=False)
     assert cot.kind == "cot" and cot.info["max_new_tokens"] == 4
     with pytest.raises(ValueError, match="Round 2 .* is not finished"): evaluate_run(run, round=2)
@@ -189,21 +204,26 @@ def test_evaluate_run(tmp_path, tiny, questions):
 
 
 def test_evaluate_run_uses_the_base_model_the_run_trained(tmp_path):
-    "A tiny run with seed 3: evaluate_run must rebuild the same random base model the run used (it once used seed 0)."
+    """A tiny run with seed 3: evaluate_run must rebuild the same random base model the run used (it once
+    used seed 0)."""
     import warnings
     from em_tutorial.em import EMConfig, run_em
-    cfg = EMConfig(model="tiny-llama", seed=3, rounds=1, n_train=2, n_eval=3, budget=1, max_new_tokens=6, chunk_size=2)
+    cfg = EMConfig(model="tiny-llama", seed=3, rounds=1, n_train=2, n_eval=3, budget=1, max_new_tokens=6,
+                   chunk_size=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         run_em(cfg, tmp_path/"run", progress=False)
         res = evaluate_run(tmp_path/"run", round=1, n=cfg.n_eval, seed=cfg.seed, progress=False)
-    recorded = {r["qid"]: r["text"] for r in map(json.loads, (tmp_path/"run"/"round_1"/"eval.jsonl").read_text().splitlines())}
+    recorded = {r["qid"]: r["text"]
+                for r in map(json.loads, (tmp_path/"run"/"round_1"/"eval.jsonl").read_text().splitlines())}
     assert {r["qid"]: r["text"] for r in res.rows} == recorded
     # every round records the collapse diagnostics and the same model's answer-only accuracy
     m = json.loads((tmp_path/"run"/"round_1"/"metrics.json").read_text())
-    assert sum(m["eval"]["diagnostics"]["predicted"].values()) == cfg.n_eval and 0 <= m["answer_only"]["accuracy"] <= 1
+    assert (sum(m["eval"]["diagnostics"]["predicted"].values()) == cfg.n_eval
+            and 0 <= m["answer_only"]["accuracy"] <= 1)
     header = (tmp_path/"run"/"metrics.csv").read_text().splitlines()[0].split(",")
-    assert {"answer_only_accuracy", "rationale_tokens", "early_answer_share", "top_letter_share"} <= set(header)
+    assert ({"answer_only_accuracy", "rationale_tokens", "early_answer_share", "top_letter_share"}
+            <= set(header))
 
 
 
@@ -229,14 +249,15 @@ def _what_evaluate_run_loads(monkeypatch, run, method="letter", **kw):
 
 
 def test_evaluate_run_reads_the_config_as_an_emconfig(tmp_path, monkeypatch):
-    """A config.json that names only the model: every other field is EMConfig's default (quantize 'auto', not 'none'),
-    but the hinted prompt of the folders written before `hint_style` existed."""
+    """A config.json that names only the model: every other field is EMConfig's default (quantize 'auto',
+    not 'none'), but the hinted prompt of the folders written before `hint_style` existed."""
     from em_tutorial.em import EMConfig
     d = EMConfig()
     run = tmp_path/"run"; run.mkdir()
     (run/"config.json").write_text(json.dumps({"model": "tiny-llama"}))
     seen = _what_evaluate_run_loads(monkeypatch, run, method="cot")
-    assert seen["model"] == dict(name="tiny-llama", adapter=None, quantize=d.quantize) and d.quantize == "auto"
+    assert (seen["model"] == dict(name="tiny-llama", adapter=None, quantize=d.quantize)
+            and d.quantize == "auto")
     assert seen["questions"] == dict(dataset=d.dataset, split=d.eval_split, source=d.source, n=None, seed=0,
                                      instruction=d.instruction, hint_style="legacy")
     assert seen["cot"]["max_new_tokens"] == d.max_new_tokens
@@ -246,17 +267,18 @@ def test_evaluate_run_reads_the_config_as_an_emconfig(tmp_path, monkeypatch):
     (run/"config.json").write_text(json.dumps(cfg.to_dict()))
     seen = _what_evaluate_run_loads(monkeypatch, run, method="cot")
     assert seen["model"] == dict(name="tiny-qwen2", adapter=None, quantize="none")
-    assert seen["questions"] == dict(dataset="openbookqa", split="test", source="hub", n=None, seed=0, instruction="brief",
-                                     hint_style=cfg.hint_style)
+    assert seen["questions"] == dict(dataset="openbookqa", split="test", source="hub", n=None, seed=0,
+                                     instruction="brief", hint_style=cfg.hint_style)
     assert seen["cot"]["max_new_tokens"] == 7
-    seen = _what_evaluate_run_loads(monkeypatch, run, method="cot", split="validation", source="local", max_new_tokens=9,
-                                    model_kwargs={"quantize": "4bit"})
-    assert (seen["questions"]["split"], seen["questions"]["source"], seen["model"]["quantize"], seen["cot"]["max_new_tokens"]) == \
-           ("validation", "local", "4bit", 9)
+    seen = _what_evaluate_run_loads(monkeypatch, run, method="cot", split="validation", source="local",
+                                    max_new_tokens=9, model_kwargs={"quantize": "4bit"})
+    assert (seen["questions"]["split"], seen["questions"]["source"], seen["model"]["quantize"],
+            seen["cot"]["max_new_tokens"]) == ("validation", "local", "4bit", 9)
 
 
 def test_evaluate_run_checks_the_config_as_run_em_does(tmp_path, monkeypatch):
-    "An unknown or invalid field is an error naming the file, as in run_em; a folder that predates fields still loads."
+    """An unknown or invalid field is an error naming the file, as in run_em; a folder that predates fields
+    still loads."""
     import shutil
     from pathlib import Path
     run = tmp_path/"run"; run.mkdir()
@@ -264,8 +286,9 @@ def test_evaluate_run_checks_the_config_as_run_em_does(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"config\.json: Unknown EMConfig field\(s\) no_such_field"):
         _what_evaluate_run_loads(monkeypatch, run)
     (run/"config.json").write_text(json.dumps({"model": "tiny-llama", "quantize": "8bit"}))
-    with pytest.raises(ValueError, match="quantize='8bit' is not valid"): _what_evaluate_run_loads(monkeypatch, run)
-    old = tmp_path/"old_run"                      # written before `instruction` and `objective_k/_n` existed
+    with pytest.raises(ValueError, match="quantize='8bit' is not valid"):
+        _what_evaluate_run_loads(monkeypatch, run)
+    old = tmp_path/"old_run"   # written before `instruction` and `objective_k/_n` existed
     shutil.copytree(Path(__file__).parent/"fixtures"/"old_run", old)
     assert "instruction" not in json.loads((old/"config.json").read_text())
     seen = _what_evaluate_run_loads(monkeypatch, old, round=0)
@@ -274,7 +297,8 @@ def test_evaluate_run_checks_the_config_as_run_em_does(tmp_path, monkeypatch):
 
 
 def test_recorded_run_configs_still_load():
-    "Every config.json of the recorded runs in results/ reads as an EMConfig (what evaluate_run and run_em do)."
+    """Every config.json of the recorded runs in results/ reads as an EMConfig (what evaluate_run and
+    run_em do)."""
     from pathlib import Path
     from em_tutorial.em import EMConfig
     from em_tutorial.runs import read_config
@@ -285,12 +309,16 @@ def test_recorded_run_configs_still_load():
 def test_collapse_stats():
     from em_tutorial.evaluate import collapse_stats
     tok = M.tiny_model("llama")[1]
-    rows = [dict(gold="A", parsed="B", text="The answer is (B)."), dict(gold="B", parsed=None, text="Plants make sugar."),
-            dict(gold="C", parsed="C", text="Ice is the solid form of water; it melts when it gets warm. The answer is (C).")]
+    rows = [dict(gold="A", parsed="B", text="The answer is (B)."),
+            dict(gold="B", parsed=None, text="Plants make sugar."),
+            dict(gold="C", parsed="C",
+                 text="Ice is the solid form of water; it melts when it gets warm. The answer is (C).")]
     d = collapse_stats(rows, tok)
     assert d["predicted"] == {"B": 1, "C": 1, "none": 1} and d["gold"] == {"A": 1, "B": 1, "C": 1}
-    assert d["early_answer_share"] == pytest.approx(1 / 3)          # only the bare statement; "none" never counts
-    n = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in ("", "Plants make sugar.", "Ice is the solid form of water; it melts when it gets warm. ")]
+    # only the bare statement; "none" never counts
+    assert d["early_answer_share"] == pytest.approx(1 / 3)
+    n = [len(tok(t, add_special_tokens=False)["input_ids"])
+         for t in ("", "Plants make sugar.", "Ice is the solid form of water; it melts when it gets warm. ")]
     assert d["mean_rationale_tokens"] == pytest.approx(np.mean(n))
 
 
@@ -308,12 +336,15 @@ def test_paired_bootstrap():
 
 
 def test_one_grading_policy_for_the_e_step_and_evaluation():
-    "A rationale that only names the text of the right choice is not an answer: neither accepted nor counted correct."
+    """A rationale that only names the text of the right choice is not an answer: neither accepted nor
+    counted correct."""
     from em_tutorial.generate import Completion
     from em_tutorial.samplers import make_trace
-    q = make_question("Mercury_1", "Which is a metal?", ["A", "B", "C"], ["wood", "iron", "glass"], "B", "arc_easy", "train")
+    q = make_question("Mercury_1", "Which is a metal?", ["A", "B", "C"], ["wood", "iron", "glass"], "B",
+                      "arc_easy", "train")
     tok = M.tiny_model("llama")[1]
-    for text, correct in [("Iron conducts electricity, so it is iron.", False), ("Iron conducts. The answer is (B).", True),
+    for text, correct in [("Iron conducts electricity, so it is iron.", False),
+                          ("Iron conducts. The answer is (B).", True),
                           ("Iron conducts, so the answer is B", True)]:
         trace = make_trace(q, tok, Completion(text, 5), hinted=False, tries=1, tokens=5)
         scored = score_cot([q], [Completion(text, 5)]).rows[0]

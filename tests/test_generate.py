@@ -1,10 +1,11 @@
-"Mechanics of em_tutorial.generate on a tiny random model: shapes, determinism, batch invariance, stops, token counts."
+"""Mechanics of em_tutorial.generate on a tiny random model: shapes, determinism, batch invariance, stops,
+token counts."""
 import pytest, torch
 
 import em_tutorial.generate as gen
 from em_tutorial.data import answer_stated
-from em_tutorial.generate import (Completion, generate, uniform_noise, gumbel_noise, row_key, AnswerStop, next_tokens,
-                                  merged_adapter, _lora_layers)
+from em_tutorial.generate import (Completion, generate, uniform_noise, gumbel_noise, row_key, AnswerStop,
+                                  next_tokens, merged_adapter, _lora_layers)
 from em_tutorial.models import tiny_model
 
 torch.set_num_threads(1)
@@ -20,13 +21,14 @@ def tiny():
 def texts(out): return [[c.text for c in cs] for cs in out]
 
 
-MIXED = PROMPTS + ["Short", "A much longer prompt about rocks, minerals, metals and the water cycle in general"]
+MIXED = PROMPTS + ["Short",
+                   "A much longer prompt about rocks, minerals, metals and the water cycle in general"]
 
 
 def chaotic(arch="llama", ends=(281, 73, 436, 120, 88)):
-    """The tiny model with its matrices scaled 10x, so that its greedy text depends on the whole context (at init it
-    repeats one token and would hide a broken cache), and a few frequent tokens made extra end-of-sequence tokens,
-    so that rows finish at different steps and waiting rows join a running batch."""
+    """The tiny model with its matrices scaled 10x, so that its greedy text depends on the whole context
+    (at init it repeats one token and would hide a broken cache), and a few frequent tokens made extra
+    end-of-sequence tokens, so that rows finish at different steps and waiting rows join a running batch."""
     model, tok = tiny_model(arch, seed=0)
     with torch.no_grad():
         for p in model.parameters():
@@ -48,9 +50,11 @@ def hf_greedy(model, tok, prompt, max_new_tokens):
 
 
 def count_admissions(monkeypatch) -> list:
-    "Record (running length, newcomers' length) of every admission of waiting rows into a running batch's free slots."
+    """Record (running length, newcomers' length) of every admission of waiting rows into a running batch's
+    free slots."""
     joins, write = [], gen.write_rows
-    monkeypatch.setattr(gen, "write_rows", lambda c, m, s, o, om: joins.append((m.shape[1], om.shape[1])) or write(c, m, s, o, om))
+    monkeypatch.setattr(gen, "write_rows", lambda c, m, s, o, om: joins.append((m.shape[1], om.shape[1]))
+                                                                  or write(c, m, s, o, om))
     return joins
 
 
@@ -72,29 +76,32 @@ def test_seed_determinism_and_batch_invariance(tiny):
 
 
 def test_samples_do_not_depend_on_batch_size_order_or_refill(monkeypatch):
-    "Continuous batching: rows finish at different steps and waiting rows join; a sample still depends only on its row."
+    """Continuous batching: rows finish at different steps and waiting rows join; a sample still depends
+    only on its row."""
     model, tok = chaotic()
     joins = count_admissions(monkeypatch)
     seeds = [3, 1, 4, 1, 5]
     kw = dict(n=3, temperature=1.0, top_p=0.9, max_new_tokens=16, progress=False)
     ref = generate(model, tok, MIXED, seed=seeds, batch_size=1, **kw)
-    assert len({c.n_tokens for cs in ref for c in cs}) > 3                     # the rows do end at different steps
+    assert len({c.n_tokens for cs in ref for c in cs}) > 3   # the rows do end at different steps
     for bs in (4, 7, None):
         assert generate(model, tok, MIXED, seed=seeds, batch_size=bs, **kw) == ref
     assert generate(model, tok, MIXED, seed=seeds, batch_size=4, continuous=False, **kw) == ref
-    assert joins                                                               # batch 4 and 7 did admit into running batches
+    assert joins   # batch 4 and 7 did admit into running batches
     perm = [4, 2, 0, 3, 1]
-    shuffled = generate(model, tok, [MIXED[i] for i in perm], seed=[seeds[i] for i in perm], batch_size=4, **kw)
+    shuffled = generate(model, tok, [MIXED[i] for i in perm], seed=[seeds[i] for i in perm],
+                        batch_size=4, **kw)
     assert shuffled == [ref[i] for i in perm]
 
 
 def test_out_of_memory_halves_the_batch_and_keeps_the_samples(tiny, monkeypatch):
-    "An out-of-memory error halves the batch size; finished rows are kept, the others start again, samples unchanged."
+    """An out-of-memory error halves the batch size; finished rows are kept, the others start again,
+    samples unchanged."""
     model, tok = tiny
     ref = generate(model, tok, PROMPTS, n=3, seed=5, batch_size=1, **SAMPLE)
     forward, calls = type(model).forward, []
 
-    def tight(self, input_ids=None, **kw):                      # a device that holds at most 2 rows
+    def tight(self, input_ids=None, **kw):   # a device that holds at most 2 rows
         calls.append(len(input_ids))
         if len(input_ids) > 2: raise torch.OutOfMemoryError("pretend")
         return forward(self, input_ids=input_ids, **kw)
@@ -102,8 +109,9 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_samples(tiny, monkeypatch)
     monkeypatch.setattr(type(model), "forward", tight)
     assert generate(model, tok, PROMPTS, n=3, seed=5, batch_size=8, **SAMPLE) == ref
     assert max(calls) > 2 and calls[-1] <= 2
-    with pytest.raises(torch.OutOfMemoryError):                 # batch 1 and still out of memory: the error is raised
-        monkeypatch.setattr(type(model), "forward", lambda self, **kw: (_ for _ in ()).throw(torch.OutOfMemoryError("x")))
+    with pytest.raises(torch.OutOfMemoryError):   # batch 1 and still out of memory: the error is raised
+        monkeypatch.setattr(type(model), "forward",
+                            lambda self, **kw: (_ for _ in ()).throw(torch.OutOfMemoryError("x")))
         generate(model, tok, PROMPTS, batch_size=4, **SAMPLE)
 
 
@@ -123,13 +131,15 @@ def test_prompt_order_is_kept(tiny):
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_greedy_equals_hf_generate(arch):
-    "Dropping finished rows and per-row positions change nothing: greedy text equals plain model.generate, prompt by prompt."
+    """Dropping finished rows and per-row positions change nothing: greedy text equals plain
+    model.generate, prompt by prompt."""
     model, tok = tiny_model(arch, seed=0)
     ours = generate(model, tok, PROMPTS, max_new_tokens=10, progress=False)
     for p, [c] in zip(PROMPTS, ours):
         enc = tok([p], return_tensors="pt", add_special_tokens=False)
         with torch.no_grad():
-            ids = model.generate(**enc, max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id)[0, enc.input_ids.shape[1]:]
+            ids = model.generate(**enc, max_new_tokens=10, do_sample=False,
+                                 pad_token_id=tok.pad_token_id)[0, enc.input_ids.shape[1]:]
         eos = (ids == tok.eos_token_id).nonzero()
         n = int(eos[0]) + 1 if len(eos) else len(ids)
         assert c.n_tokens == n and c.text == tok.decode(ids[:n], skip_special_tokens=True)
@@ -137,8 +147,9 @@ def test_greedy_equals_hf_generate(arch):
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_greedy_equals_hf_generate_when_rows_join(arch, monkeypatch):
-    """Rows admitted into a running batch (their cache left-padded to the batch's length, or the batch's to theirs)
-    decode exactly as plain `model.generate` does alone, on a model whose text depends on the whole context."""
+    """Rows admitted into a running batch (their cache left-padded to the batch's length, or the batch's to
+    theirs) decode exactly as plain `model.generate` does alone, on a model whose text depends on the whole
+    context."""
     model, tok = chaotic(arch)
     joins = count_admissions(monkeypatch)
     ref = [hf_greedy(model, tok, p, 16) for p in MIXED]
@@ -146,19 +157,22 @@ def test_greedy_equals_hf_generate_when_rows_join(arch, monkeypatch):
     for bs in (1, 2, 3, None):
         out = generate(model, tok, MIXED, max_new_tokens=16, batch_size=bs, progress=False)
         assert [(c.text, c.n_tokens) for [c] in out] == ref
-    # `generate` admits the longest prompts first; shortest first, the running rows get padded to the newcomers
+    # `generate` admits the longest prompts first;
+    # shortest first, the running rows get padded to the newcomers
     ids = tok(MIXED, add_special_tokens=False)["input_ids"]
     order = sorted(range(len(MIXED)), key=lambda i: len(ids[i]))
-    done = dict(gen._decode(model, tok, ids, [(i, 0) for i in order], [0] * len(order), 0.0, 1.0, 16, None, 2))
+    done = dict(gen._decode(model, tok, ids, [(i, 0) for i in order], [0] * len(order), 0.0, 1.0, 16,
+                            None, 2))
     assert [(done[r].text, done[r].n_tokens) for r in range(len(order))] == [ref[i] for i in order]
     assert any(a > b for a, b in joins) and any(a < b for a, b in joins)
 
 
 @pytest.mark.parametrize("shortest_first", [False, True])
 def test_every_decode_step_equals_a_plain_forward(monkeypatch, shortest_first):
-    """The logits each row samples from equal the model's logits on (its prompt + its tokens so far) alone: no cache,
-    no padding. Checked at every step of every row while rows finish at different steps and waiting rows join
-    (longest prompts first, as `generate` admits them, and shortest first, where the running rows get padded)."""
+    """The logits each row samples from equal the model's logits on (its prompt + its tokens so far) alone:
+    no cache, no padding. Checked at every step of every row while rows finish at different steps and
+    waiting rows join (longest prompts first, as `generate` admits them, and shortest first, where the
+    running rows get padded)."""
     model, tok = chaotic(ends=range(3, 40))
     seen, pick = [], gen.next_tokens
 
@@ -184,7 +198,8 @@ def test_every_decode_step_equals_a_plain_forward(monkeypatch, shortest_first):
 
 
 def test_shared_prefix_and_pieces_change_no_sample(tiny, monkeypatch):
-    "Prefilling a shared prefix once, and the prompts in pieces, give the same samples on a seed as one plain prefill."
+    """Prefilling a shared prefix once, and the prompts in pieces, give the same samples on a seed as one
+    plain prefill."""
     import em_tutorial.kvcache as kv
     model, tok = tiny
     head = "You are a careful assistant. Read the question, think it through step by step, then answer. "
@@ -192,15 +207,16 @@ def test_shared_prefix_and_pieces_change_no_sample(tiny, monkeypatch):
     ids = tok(prompts, add_special_tokens=False)["input_ids"]
     assert kv.shared_prefix(ids) >= kv.SHARED_PREFIX_MIN
     kw = dict(n=2, seed=7, batch_size=4, **SAMPLE)
-    ref = generate(model, tok, prompts, **kw)                                  # shared prefix, one piece per admission
-    monkeypatch.setattr(kv, "PREFILL_TOKENS", max(map(len, ids)))              # one prompt per piece
+    ref = generate(model, tok, prompts, **kw)   # shared prefix, one piece per admission
+    monkeypatch.setattr(kv, "PREFILL_TOKENS", max(map(len, ids)))   # one prompt per piece
     assert generate(model, tok, prompts, **kw) == ref
-    monkeypatch.setattr(kv, "SHARED_PREFIX_MIN", 10**9)                        # and no shared prefix
+    monkeypatch.setattr(kv, "SHARED_PREFIX_MIN", 10**9)   # and no shared prefix
     assert generate(model, tok, prompts, **kw) == ref
 
 
 def test_cache_stays_bounded(monkeypatch):
-    "The shared cache never grows past the longest live row and newcomer: columns that are padding for every live row are dropped."
+    """The shared cache never grows past the longest live row and newcomer: columns that are padding for
+    every live row are dropped."""
     model, tok = chaotic()
     lengths, trim = [], gen.trim
 
@@ -239,13 +255,15 @@ def test_noise_is_keyed_and_uniform():
     assert torch.equal(uniform_noise(keys[7:9], 3, 64), u[7:9])        # a row's noise ignores the other rows
     assert not torch.equal(uniform_noise(keys, 4, 64), u)
     logits = torch.tensor([1.0, 0.0, -1.0])
-    freq = torch.bincount((logits + gumbel_noise(torch.arange(30_000), 0, 3)).argmax(-1), minlength=3) / 30_000
+    freq = torch.bincount((logits + gumbel_noise(torch.arange(30_000), 0, 3)).argmax(-1),
+                          minlength=3) / 30_000
     assert torch.allclose(freq, logits.softmax(-1), atol=0.01)
     assert row_key(1, 0) != row_key(1, 1) and row_key(1, 0, prompt=0) != row_key(1, 0, prompt=1)
 
 
 def test_noise_stays_inside_the_unit_interval():
-    "The extreme hash values map strictly inside (0, 1), so the Gumbel noise is finite (24 bits rounded up to 1.0)."
+    """The extreme hash values map strictly inside (0, 1), so the Gumbel noise is finite (24 bits rounded
+    up to 1.0)."""
     keys = torch.arange(20_000)
     u = uniform_noise(keys, 0, 3000)
     assert u.min() > 0 and u.max() < 1 and torch.isfinite(gumbel_noise(keys[:50], 0, 3000)).all()
@@ -277,7 +295,7 @@ def test_per_row_steps_equal_one_row_at_a_time(tiny):
     _, tok = tiny
     g = tok(" so The answer is (C). and more text", add_special_tokens=False).input_ids
     stop, ids = AnswerStop(tok, answer_stated), torch.tensor([g, g, g])
-    k = next(n for n in range(1, len(g) + 1) if stop(ids, [0], n)[0])      # the token that completes the answer
+    k = next(n for n in range(1, len(g) + 1) if stop(ids, [0], n)[0])   # the token that completes the answer
     assert stop(ids, [0, 1, 2], [3, k, len(g)]) == [False, True, False]
 
 
@@ -312,10 +330,12 @@ def scripted_model(text, seed=0):
 def test_stop_at_answer_counts_tokens_to_the_stop():
     model, tok, script = scripted_model(" so The answer is (C). and more text")
     k = next(i for i in range(1, len(script)) if answer_stated(tok.decode(script[:i])))
-    out = generate(model, tok, PROMPTS, n=2, temperature=0.7, max_new_tokens=40, stop=answer_stated, progress=False)
+    out = generate(model, tok, PROMPTS, n=2, temperature=0.7, max_new_tokens=40, stop=answer_stated,
+                   progress=False)
     assert all(c.n_tokens == k and c.text == tok.decode(script[:k]) for cs in out for c in cs)
     full = generate(model, tok, PROMPTS, max_new_tokens=40, progress=False)
-    assert all(c.n_tokens == len(script) and c.text == tok.decode(script[:-1]) for [c] in full)   # EOS counted, not shown
+    # EOS counted, not shown
+    assert all(c.n_tokens == len(script) and c.text == tok.decode(script[:-1]) for [c] in full)
     short = generate(model, tok, PROMPTS, max_new_tokens=3, stop=answer_stated, progress=False)
     assert all(c.n_tokens == 3 for [c] in short)
 
@@ -324,7 +344,8 @@ def test_lora_merged_sampling_restores_weights(tiny):
     from peft import LoraConfig, get_peft_model
     model, tok = tiny_model("llama", seed=1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    lora = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+    lora = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
+                                            init_lora_weights=False))
     merged = generate(lora, tok, PROMPTS, max_new_tokens=8, progress=False)
     layers = _lora_layers(lora)
     assert layers and not any(m.merged for m in layers)

@@ -25,7 +25,8 @@ def test_elbo_identity_and_proposals(seed):
         lp, post = m.log_marginal(y), m.log_posterior(y)
         for lq in (m.log_rationale(), m.log_hinted_proposal(y), post):
             assert torch.allclose(elbo(m, y, lq) + kl(lq, post), lp, atol=1e-9)
-        for prop in (posterior_proposal(m, y), rejection_proposal(m, y, 3), star_proposal(m, y), pps_proposal(m, y)):
+        for prop in (posterior_proposal(m, y), rejection_proposal(m, y, 3), star_proposal(m, y),
+                     pps_proposal(m, y)):
             assert torch.allclose(prop.weights.sum(-1), prop.acceptance, atol=1e-12)
             assert (prop.acceptance <= 1 + 1e-12).all() and (prop.weights >= 0).all()
 
@@ -37,25 +38,30 @@ def test_exact_em_is_monotone(seed):
     assert torch.equal(m.rationale_logits, random_reasoner(seed)[0].rationale_logits)  # input not modified
 
 def test_bad_inputs():
-    with pytest.raises(ValueError, match="same X, Z"): TabularReasoner(torch.zeros(2, 3), torch.zeros(3, 3, 2))
+    with pytest.raises(ValueError, match="same X, Z"):
+        TabularReasoner(torch.zeros(2, 3), torch.zeros(3, 3, 2))
     with pytest.raises(ValueError, match="'help' or 'hurt'"): toy_reasoner("other")
 
 def test_log_mean_exp_known_values():
     lw = torch.tensor([[0., math.log(3.)], [-1000., -1002.], [math.log(.5)]*2], dtype=torch.float64)
-    want = torch.tensor([math.log(2.), -1000 + math.log((1 + math.exp(-2))/2), math.log(.5)], dtype=torch.float64)
+    want = torch.tensor([math.log(2.), -1000 + math.log((1 + math.exp(-2))/2), math.log(.5)],
+                        dtype=torch.float64)
     assert torch.allclose(log_mean_exp(lw), want, atol=1e-12)
     assert torch.allclose(log_mean_exp(lw.T, dim=0), want, atol=1e-12)
     with pytest.raises(ValueError, match="at least one sample"): log_mean_exp(torch.zeros(4, 0))
 
 def test_estimates_with_known_proposals():
-    "q = posterior: every log-weight is log p(y*|x); q = prior: the log-weight is log π(y*|x,z); both lower bounds on average."
+    """q = posterior: every log-weight is log p(y*|x); q = prior: the log-weight is log π(y*|x,z); both
+    lower bounds on average."""
     m, y = random_reasoner(0)
     with torch.no_grad():
         lp = m.log_marginal(y)
         _, lw = sample_log_weights(m, y, m.log_posterior(y), K=5, n=4, seed=1)
         assert lw.shape == (4, 5, 5) and torch.allclose(lw, lp[:, None].expand(4, -1, 5), atol=1e-12)
-        assert torch.allclose(effective_sample_size(lw), torch.full((4, 5), 5., dtype=torch.float64), atol=1e-9)
-        z, lw = sample_log_weights(m, y, m.log_rationale(), K=8, n=2000, seed=torch.Generator().manual_seed(2))
+        assert torch.allclose(effective_sample_size(lw), torch.full((4, 5), 5., dtype=torch.float64),
+                              atol=1e-9)
+        z, lw = sample_log_weights(m, y, m.log_rationale(), K=8, n=2000,
+                                   seed=torch.Generator().manual_seed(2))
         assert torch.allclose(lw, m.log_correct(y)[torch.arange(5)[:, None], z], atol=1e-12)
         est = log_mean_exp(lw)
         assert (est.mean(0) < lp + 3*est.std(0)/math.sqrt(2000)).all()
@@ -63,19 +69,23 @@ def test_estimates_with_known_proposals():
 
 def test_effective_sample_size_one_dominant_weight():
     assert torch.allclose(effective_sample_size(torch.tensor([0., -1e4, -1e4, -1e4])), torch.tensor(1.))
-    assert torch.allclose(effective_sample_size(torch.tensor([0., math.log(3.)])), torch.tensor(16/10))  # (1+3)²/(1+9)
+    # (1+3)²/(1+9)
+    assert torch.allclose(effective_sample_size(torch.tensor([0., math.log(3.)])), torch.tensor(16/10))
 
 def test_pps_iw_uniform_weights_when_hint_is_posterior():
-    "β = 1 and no hint shift: q is the posterior, every weight equal, ESS = K, SIR returns the posterior at any K."
+    """β = 1 and no hint shift: q is the posterior, every weight equal, ESS = K, SIR returns the posterior
+    at any K."""
     m, y = random_reasoner(1)
     ideal = TabularReasoner(m.rationale_logits.detach(), m.answer_logits.detach(), hint_lookahead=1.0)
     with torch.no_grad():
         post = ideal.log_posterior(y).exp()
         _, lw = sample_log_weights(ideal, y, ideal.log_hinted_proposal(y), K=7, n=3)
         assert torch.allclose(lw, lw[..., :1].expand_as(lw), atol=1e-12)
-        assert torch.allclose(effective_sample_size(lw), torch.full((3, 5), 7., dtype=torch.float64), atol=1e-9)
+        assert torch.allclose(effective_sample_size(lw), torch.full((3, 5), 7., dtype=torch.float64),
+                              atol=1e-9)
         prop = pps_iw_proposal(ideal, y, K=3, n=20_000)
-        assert (prop.weights - post).abs().max() < 0.015 and torch.allclose(prop.acceptance, torch.ones(5, dtype=torch.float64))
+        assert ((prop.weights - post).abs().max() < 0.015
+                and torch.allclose(prop.acceptance, torch.ones(5, dtype=torch.float64)))
 
 @pytest.mark.parametrize("seed", range(2))
 def test_pps_iw_tends_to_posterior(seed):
@@ -89,10 +99,12 @@ def test_pps_iw_tends_to_posterior(seed):
         pps = pps_proposal(m, y)
         assert tv(big.weights).max() < 0.05 < tv(pps.weights/pps.acceptance[:, None]).max()
         assert torch.equal(big.samples, torch.full((5,), 512., dtype=torch.float64))
-        assert torch.equal(pps_iw_proposal(m, y, K=4, n=50, seed=7).weights, pps_iw_proposal(m, y, K=4, n=50, seed=7).weights)
+        assert torch.equal(pps_iw_proposal(m, y, K=4, n=50, seed=7).weights,
+                           pps_iw_proposal(m, y, K=4, n=50, seed=7).weights)
 
 @pytest.mark.parametrize("K,n", [(0, 10), (-1, 10), (4, 0)])
 def test_bad_sample_counts(K, n):
     m, y = random_reasoner(0)
-    with pytest.raises(ValueError, match="must be at least 1"): sample_log_weights(m, y, m.log_rationale(), K=K, n=n)
+    with pytest.raises(ValueError, match="must be at least 1"):
+        sample_log_weights(m, y, m.log_rationale(), K=K, n=n)
     with pytest.raises(ValueError, match="must be at least 1"): pps_iw_proposal(m, y, K=K, n=n)

@@ -1,5 +1,5 @@
 "Tests for em_tutorial.models: loader errors, the offline SmolLM2 copy, and the tiny models' mechanics."
-import json, os, subprocess, sys
+import json, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -28,21 +28,23 @@ def _have_smollm2() -> bool:
     return M._smollm2_gguf() is not None or M._complete(M.cache_dir()/M.SMOLLM2_NAME)
 
 
-needs_smollm2 = pytest.mark.skipif(not _have_smollm2(), reason=f'offline SmolLM2 not installed ({M.SMOLLM2_INSTALL})')
+needs_smollm2 = pytest.mark.skipif(not _have_smollm2(),
+                                   reason=f'offline SmolLM2 not installed ({M.SMOLLM2_INSTALL})')
 
 
-# --- importing ---------------------------------------------------------------------------------------------------
+# --- importing ----------------------------------------------------------------------------------------------
 
 def test_import_is_light_and_works_without_bitsandbytes():
     code = ("import sys; sys.modules['bitsandbytes'] = None\n"
             "import em_tutorial.models as m\n"
-            "heavy = [k for k in ('transformers', 'peft', 'bitsandbytes') if sys.modules.get(k) is not None]\n"
+            "heavy = [k for k in ('transformers', 'peft', 'bitsandbytes') "
+            "if sys.modules.get(k) is not None]\n"
             "assert not heavy, heavy\n"
             "assert m.DEFAULT_MODEL == 'smollm2'\n")
     subprocess.run([sys.executable, '-c', code], check=True)
 
 
-# --- errors: one clear sentence, raised before any weights are read ----------------------------------------------
+# --- errors: one clear sentence, raised before any weights are read -----------------------------------------
 
 def test_unknown_name(offline):
     with pytest.raises(ValueError, match="neither 'smollm2', a local folder, nor reachable on the Hub"):
@@ -86,7 +88,8 @@ def test_offline_model_not_installed(monkeypatch, offline, empty_cache):
 
 def test_trust_remote_code_needed(tmp_path):
     (tmp_path/'config.json').write_text(json.dumps(
-        {'model_type': 'my_lm', 'auto_map': {'AutoConfig': 'conf.MyConfig', 'AutoModelForCausalLM': 'model.MyLM'}}))
+        {'model_type': 'my_lm',
+         'auto_map': {'AutoConfig': 'conf.MyConfig', 'AutoModelForCausalLM': 'model.MyLM'}}))
     with pytest.raises(ValueError, match='pass trust_remote_code=True if you trust that repository'):
         load_model(tmp_path)
 
@@ -130,7 +133,7 @@ def test_tiny_model_bad_arch():
         tiny_model('gpt2')
 
 
-# --- the offline conversion is atomic ----------------------------------------------------------------------------
+# --- the offline conversion is atomic -----------------------------------------------------------------------
 
 def test_conversion_killed_midway_leaves_nothing(monkeypatch, empty_cache):
     monkeypatch.setattr(M, '_smollm2_gguf', lambda: Path('/fake/SmolLM2.gguf'))
@@ -160,7 +163,7 @@ def test_conversion_renames_whole_folder_and_tolerates_a_race(monkeypatch, empty
     assert [p.name for p in empty_cache.iterdir()] == [M.SMOLLM2_NAME]
 
 
-# --- the real offline model ----------------------------------------------------------------------------------------
+# --- the real offline model ---------------------------------------------------------------------------------
 
 @needs_smollm2
 def test_smollm2_loads_offline(offline, capsys):
@@ -192,7 +195,7 @@ def test_smollm2_4bit_qlora_backward_on_cpu(offline):
     assert all(p.grad.abs().sum() > 0 for n, p in qlora.named_parameters() if 'lora_B' in n)
 
 
-# --- tiny models: mechanics ----------------------------------------------------------------------------------------
+# --- tiny models: mechanics ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('arch', ['llama', 'qwen2'])
 def test_tiny_model_mechanics(arch):
@@ -205,11 +208,13 @@ def test_tiny_model_mechanics(arch):
     assert tok.padding_side == 'left' and tok.pad_token_id != tok.eos_token_id
     text = 'Any text: Ünïcode, 12345, emoji 🙂, tabs\tand\nnewlines.'
     assert tok.decode(tok(text).input_ids) == text
-    prompt = tok.apply_chat_template([{'role': 'user', 'content': 'Hi'}], tokenize=False, add_generation_prompt=True)
+    prompt = tok.apply_chat_template([{'role': 'user', 'content': 'Hi'}], tokenize=False,
+                                     add_generation_prompt=True)
     assert prompt == '<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n'
     # batched greedy generation with left padding equals one prompt at a time
-    prompts = [prompt, tok.apply_chat_template([{'role': 'user', 'content': 'A longer question about the Sun?'}],
-                                               tokenize=False, add_generation_prompt=True)]
+    prompts = [prompt,
+               tok.apply_chat_template([{'role': 'user', 'content': 'A longer question about the Sun?'}],
+                                       tokenize=False, add_generation_prompt=True)]
     b = tok(prompts, return_tensors='pt', padding=True, add_special_tokens=False)
     assert b.attention_mask[0, 0] == 0
     with torch.no_grad(): g = model.generate(**b, max_new_tokens=6, do_sample=False)

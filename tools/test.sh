@@ -20,16 +20,19 @@ fi
 echo "== 3. README.md is generated from nbs/index.ipynb"
 python tools/make_readme.py --check
 
-echo "== 4. notebooks (nbdev-test; cells flagged slow or cuda are skipped)"
+echo "== 4. ruff check (pyproject.toml: line length 110; the notebooks, library, tests, tools and benchmarks)"
+ruff check --output-format concise .
+
+echo "== 5. notebooks (nbdev-test; cells flagged slow or cuda are skipped)"
 # convert the offline SmolLM2 once before the notebooks run two at a time (each would otherwise race to convert it)
 python -c "from em_tutorial.models import offline_smollm2; offline_smollm2(verbose=False)" 2>/dev/null || true
 # one torch thread per notebook: nbdev-test runs two at a time, and two threads each oversubscribe 2 cores 3-10x
 time OMP_NUM_THREADS=1 nbdev-test --timing
 
-echo "== 5. pytest (tests marked slow are skipped; run them with: pytest -m slow)"
+echo "== 6. pytest (tests marked slow are skipped; run them with: pytest -m slow)"
 time python -m pytest -q -m "not slow and not cuda" tests
 
-echo "== 6. docs pre-processing (nbdev-proc-nbs; Quarto renders the site where it can be installed)"
+echo "== 7. docs pre-processing (nbdev-proc-nbs; Quarto renders the site where it can be installed)"
 rm -rf _proc
 log=$(mktemp)
 if ! nbdev-proc-nbs >"$log" 2>&1 || grep -q "Traceback" "$log"; then
