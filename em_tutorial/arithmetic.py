@@ -44,6 +44,7 @@ def arithmetic_difficulty(dataset: str) -> dict:
 def _operand(rng, digits) -> int:
     return rng.randint(10 ** (digits - 1) if digits > 1 else 1, 10 ** digits - 1)
 
+# %% ../nbs/02a_arithmetic.ipynb #363c2203
 def _problem(rng, steps, digits, ops) -> tuple:
     start, seq, v = _operand(rng, digits), [], None
     v = start
@@ -176,9 +177,14 @@ def arithmetic_problems(
 # %% ../nbs/02a_arithmetic.ipynb #c0a1b2d2
 # the first choice with the highest key
 def _by(key): return lambda c: max(range(len(c)), key=lambda i: key(c, i))
+
+# %% ../nbs/02a_arithmetic.ipynb #25d2da71
 def _rank(k): return lambda c: sorted(range(len(c)), key=c.__getitem__)[k]
+
+# %% ../nbs/02a_arithmetic.ipynb #81e5d420
 def _near(c, i) -> int: return sum(abs(c[i] - x) in (1, 10) for x in c)
 
+# %% ../nbs/02a_arithmetic.ipynb #3c03cace
 # rules that see only the choices (as integers, in shown order)
 CHOICE_RULES = {
     "smallest": _rank(0), "second smallest": _rank(1), "second largest": _rank(2), "largest": _rank(3),
@@ -194,6 +200,7 @@ CHOICE_RULES = {
 def _features(c, i) -> tuple:
     return (sorted(c).index(c[i]), c[i] % 2, c[i] % 10, _near(c, i), c[i] // 10 % 10)
 
+# %% ../nbs/02a_arithmetic.ipynb #15324efb
 def learned_choice_rule(problems: list[dict]):
     "A choices-only rule fitted on `problems`: the choice whose features were most often right."
     from collections import Counter

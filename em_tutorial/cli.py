@@ -189,6 +189,7 @@ def _run_compare(cfg: dict, out: Path, samplers, overwrite: bool, dependence_n: 
           f"· plot: {out/'comparison.png'}")
     return 0
 
+# %% ../nbs/11_cli.ipynb #7bf24f0f
 def cmd_compare(args) -> int:
     "Compare the base model and EM with each sampler."
     return _run_compare(config_from_args(args), Path(args.out), args.samplers, args.overwrite,

@@ -108,6 +108,7 @@ def check_instruction(instruction: str, dataset: str) -> str:
                          "arithmetic prompts open with a short worked example instead.")
     return instruction
 
+# %% ../nbs/02b_data.ipynb #d2cfedf7
 def check_hint_style(style: str) -> str:
     "Return `style` if it is one of `HINT_WORDING`, else raise one sentence."
     if style != "auto" and style not in HINT_WORDING:
@@ -119,6 +120,7 @@ def split_names(dataset: str) -> tuple:
     "The split names of `dataset`: dev/validation/test for MMLU, else train/validation/test."
     return ("dev", "validation", "test") if check_dataset(dataset) == "mmlu" else SPLITS
 
+# %% ../nbs/02b_data.ipynb #11d3b7c8
 def check_split(dataset: str, split: str) -> str:
     "Map `split` (or an alias such as 'dev', 'val') to its canonical name, or raise."
     s = str(split).lower()
@@ -158,12 +160,14 @@ _ARC_FILE = {"train": "Train", "validation": "Dev", "test": "Test"}
 _OBQA_FILE = {"train": "train", "validation": "dev", "test": "test"}
 _MMLU_DIR = {"dev": "dev", "validation": "val", "test": "test"}
 
+# %% ../nbs/02b_data.ipynb #a83908ea
 def _find(root: Path, pattern: str, what: str) -> list:
     hits = sorted(root.rglob(pattern))
     if not hits: raise FileNotFoundError(f"No {what} file matching {pattern!r} under {root}; point "
                                          "`source` at the folder holding the original release files.")
     return hits
 
+# %% ../nbs/02b_data.ipynb #1b8ce9a3
 def _read_jsonl_records(path: Path):
     for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip(): continue
@@ -171,6 +175,7 @@ def _read_jsonl_records(path: Path):
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}, line {i}: not valid JSON ({e.msg}).") from None
 
+# %% ../nbs/02b_data.ipynb #cb441eb1
 def _from_release_json(d: dict, dataset, split, where, fact=None) -> MCQuestion:
     try:
         ch = d["question"]["choices"]
@@ -181,6 +186,7 @@ def _from_release_json(d: dict, dataset, split, where, fact=None) -> MCQuestion:
         raise ValueError(f"{where}: missing field {e} "
                          "(expected id, question.stem, question.choices[].label/text, answerKey).") from None
 
+# %% ../nbs/02b_data.ipynb #aa2437be
 def _mmlu_id(subject, row) -> str:
     "An MMLU id from subject and text hash: the same in the sample, the release and the Hub."
     return f"{subject}/" + hashlib.sha1("\x1f".join(row[:5]).encode()).hexdigest()[:10]
@@ -235,10 +241,12 @@ SAMPLE_SIZES = {"arc": {"train": 200, "validation": 100, "test": 100},
                 "openbookqa": {"train": 200, "validation": 100, "test": 100},
                 "mmlu": {"dev": 2, "validation": 2, "test": 3}}
 
+# %% ../nbs/02b_data.ipynb #c2e75846
 def _sample_lines(lines, k, seed):
     idx = sorted(random.Random(seed).sample(range(len(lines)), min(k, len(lines))))
     return [lines[i] for i in idx]
 
+# %% ../nbs/02b_data.ipynb #843e23d8
 def make_sample(source, dest, sizes=SAMPLE_SIZES, seed=0) -> Path:
     "Copy a seeded sample of the release files in `source` to `dest` (same formats and names)."
     source, dest = Path(source), Path(dest)
@@ -332,6 +340,7 @@ def answer_statement(q: MCQuestion) -> str:
     return (VALUE_FORMAT.format(text=q.answer_text) if is_arithmetic(q.dataset)
             else ANSWER_FORMAT.format(label=q.answer))
 
+# %% ../nbs/02b_data.ipynb #7802ffc5
 def question_text(q: MCQuestion) -> str:
     "The stem followed by one line per lettered choice."
     return q.question + "\n\n" + "\n".join(f"{l}) {c}" for l, c in zip(q.labels, q.choices))
@@ -339,17 +348,20 @@ def question_text(q: MCQuestion) -> str:
 # %% ../nbs/02b_data.ipynb #6bd510aa
 _REASON = {"step": "Think step by step", "brief": "Think step by step in at most three short sentences"}
 
+# %% ../nbs/02b_data.ipynb #e40281a3
 def hint_style(q: MCQuestion) -> str:
     "`q`'s hint wording: its `hint_style`, or for 'auto' the one chosen for its dataset's kind."
     if q.hint_style != "auto": return q.hint_style
     return HINT_CHOSEN["arithmetic" if is_arithmetic(q.dataset) else "multiple choice"]
 
+# %% ../nbs/02b_data.ipynb #ad34b8d7
 def hint_sentence(q: MCQuestion) -> str:
     "The sentence a hint adds: `q`'s correct answer in its wording (arithmetic: the number)."
     answer = q.answer_text if is_arithmetic(q.dataset) else f"({q.answer}) {q.answer_text}"
     # "food?." -> "food?"
     return re.sub(r"([.?!])\.$", r"\1", HINT_WORDING[hint_style(q)].format(answer=answer))
 
+# %% ../nbs/02b_data.ipynb #bcae9614
 def user_prompt(q: MCQuestion, hint: bool=False) -> str:
     "The user message: question and request, plus (hinted) one sentence that gives the answer."
     text = question_text(q) + "\n\n"
@@ -361,6 +373,7 @@ def user_prompt(q: MCQuestion, hint: bool=False) -> str:
     return text + (f"{_REASON[q.instruction]}, then finish with \"{ANSWER_FORMAT.format(label='X')}\" "
                    "where X is the letter of the correct choice.")
 
+# %% ../nbs/02b_data.ipynb #4d2876b5
 def _legacy_request(q: MCQuestion) -> str:
     "The first version's hinted request, a different prompt from the unhinted one."
     # kept to reproduce the runs made with it
@@ -383,6 +396,7 @@ def example_turns(dataset: str) -> list[dict]:
     worked = ". ".join(ex.fact.split("; ")) + ". " + answer_statement(ex)
     return [{"role": "user", "content": user_prompt(ex)}, {"role": "assistant", "content": worked}]
 
+# %% ../nbs/02b_data.ipynb #dd41d18a
 def build_prompt(q: MCQuestion, tokenizer, hint: bool=False) -> str:
     "The chat prompt for `q` (hinted or not), ending where the assistant's answer begins."
     if getattr(tokenizer, "chat_template", None) is None:
@@ -395,19 +409,23 @@ def build_prompt(q: MCQuestion, tokenizer, hint: bool=False) -> str:
 # %% ../nbs/02b_data.ipynb #c09509f9
 _STRICT = re.compile(r"the answer is (?:\(([A-J])\)|(-?\d+)(?=[.\n]))", re.IGNORECASE)
 
+# %% ../nbs/02b_data.ipynb #e59af3ab
 def format_target(rationale: str, label: str) -> str:
     "The training target: the rationale, then 'The answer is (X).'"
     return f"{rationale.strip()} {ANSWER_FORMAT.format(label=label)}".strip()
 
+# %% ../nbs/02b_data.ipynb #b5bf8ac6
 def answer_stated(text: str) -> bool:
     "Whether `text` already contains a strict answer statement (generation can stop)."
     return _STRICT.search(text) is not None
 
+# %% ../nbs/02b_data.ipynb #21fca35b
 def answer_start(text: str) -> int|None:
     "Where `text`'s first strict answer statement begins (the rationale comes before), or None."
     m = _STRICT.search(text)
     return None if m is None else m.start()
 
+# %% ../nbs/02b_data.ipynb #6b3384b0
 def truncate_after_answer(text: str) -> str:
     "`text` through its first strict answer statement plus a closing period; unchanged if none."
     m = _STRICT.search(text)
@@ -418,6 +436,7 @@ class ParsedAnswer(NamedTuple):
     label: str|None  # the parsed label, or None when unreadable
     strict: bool     # True when it came from the strict "The answer is (X)" statement
 
+# %% ../nbs/02b_data.ipynb #e1af11c7
 def parse_answer(text, labels=("A", "B", "C", "D")) -> ParsedAnswer:
     "The label a model's output chooses; unreadable output gives `ParsedAnswer(None, False)`."
     if not isinstance(text, str): return ParsedAnswer(None, False)

@@ -180,6 +180,7 @@ def _bar(items: list, show: bool):
     from fastprogress.fastprogress import progress_bar
     return progress_bar(items, leave=False)
 
+# %% ../nbs/07b_dependence.ipynb #937de002
 def rationale_dependence(model,                      # a causal LM (plain or peft-wrapped)
                          tokenizer,                  # its tokenizer (with a chat template)
                          questions: list[MCQuestion],# the questions

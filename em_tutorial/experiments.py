@@ -203,6 +203,7 @@ def read_results(path) -> list[dict]:
 # %% ../nbs/10a_experiments.ipynb #50745096
 def _f(x, fmt): return "–" if x is None else format(x, fmt)
 
+# %% ../nbs/10a_experiments.ipynb #d5cdd94c
 def _vs_base(r: dict, base: dict|None) -> float|None:
     "Accuracy minus the base model's on the same questions (None if not comparable)."
     # the paired difference's point value
@@ -296,6 +297,7 @@ def _cap(out_dir, method: str) -> int|None:
     folder = next((f for f in folders if (f/CONFIG_FILE).exists()), None)
     return read_config(folder).get("max_new_tokens", EMConfig.max_new_tokens) if folder else None
 
+# %% ../nbs/10a_experiments.ipynb #dcc293e7
 def add_cut_shares(rows: list[dict], out_dir) -> list[dict]:
     "`rows` with the cut shares they lack computed from the per-question files under `out_dir`."
     # rows lack them for runs recorded before they existed

@@ -61,6 +61,7 @@ def plot_accuracy_per_token(rows: list[dict], ax=None, title: str|None=None):
 # %% ../nbs/10b_figures.ipynb #plot10c1
 def _get(key): return lambda r: r.get(key)
 
+# %% ../nbs/10b_figures.ipynb #e7d1400c
 def _faithful_accepted(r):
     return (None if r.get("faithful_rate") is None or r.get("acceptance_rate") is None
             else r["faithful_rate"] * r["acceptance_rate"])

@@ -207,6 +207,7 @@ def _hinted_accepted(model, y_star):
     "(X, Z) probability that the hinted stage writes z and then answers y*."
     return (model.log_hinted_proposal(y_star) + _pick(model.log_hinted_answer(y_star), y_star)).exp()
 
+# %% ../nbs/01_lvm.ipynb #1a332142
 def star_proposal(model: TabularReasoner, # the reasoner π_θ
                   y_star: Tensor,         # (X,) correct answers
                  ) -> Proposal:
@@ -362,6 +363,7 @@ def log_mean_exp(log_weights: Tensor, # (..., K) log-weights log π(z_k, y*|x) �
 def _generator(seed):
     return seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
 
+# %% ../nbs/01_lvm.ipynb #1bf33a0a
 def sample_log_weights(model: TabularReasoner, # the reasoner π_θ
                        y_star: Tensor,         # (X,) correct answers
                        log_q: Tensor,          # (X, Z) log-probabilities of the proposal q to draw from

@@ -60,6 +60,7 @@ def _resolve_device(device) -> str:
                            "pass device='cpu' (or leave it None).")
     return device
 
+# %% ../nbs/03b_models.ipynb #fd4fc490
 def _resolve_dtype(dtype, device: str):
     import torch
     if dtype is None: return torch.bfloat16 if device.startswith('cuda') else torch.float32
@@ -70,6 +71,7 @@ def _resolve_dtype(dtype, device: str):
                          "use 'float32', 'bfloat16' or 'float16'.")
     return d
 
+# %% ../nbs/03b_models.ipynb #47dd044f
 def _resolve_quantize(quantize, device: str) -> str:
     q = 'none' if quantize in (None, False) else str(quantize).lower().replace('-', '')
     if q not in QUANTIZE:
@@ -87,10 +89,12 @@ def _resolve_quantize(quantize, device: str) -> str:
 # %% ../nbs/03b_models.ipynb #a4b1c2d4
 def is_4bit(module) -> bool: return type(module).__name__ == "Linear4bit"
 
+# %% ../nbs/03b_models.ipynb #072d12b7
 def _bnb_4bit_layers(model) -> list:
     "bitsandbytes' own 4-bit layers of `model` (not peft's wrappers of them)."
     return [m for m in model.modules() if is_4bit(m) and type(m).__module__.startswith("bitsandbytes")]
 
+# %% ../nbs/03b_models.ipynb #288b3ac2
 def plain_4bit_layout(model) -> int:
     "Keep NF4 weights in bitsandbytes' standard layout; returns how many layers were unpacked."
     layers, n = _bnb_4bit_layers(model), 0
@@ -108,14 +112,17 @@ def _hub_offline() -> bool:
     import huggingface_hub
     return bool(huggingface_hub.is_offline_mode())
 
+# %% ../nbs/03b_models.ipynb #327f5883
 def _looks_like_path(name: str) -> bool:
     return (name.startswith(('/', '.', '~')) or '\\' in name or name.count('/') > 1
             or name.endswith(('/', '.gguf', '.GGUF')))
 
+# %% ../nbs/03b_models.ipynb #24d2cb5e
 def _first_sentence(e: Exception) -> str:
     s = str(e).strip().split('\n')[0]
     return s if len(s) < 300 else s[:300] + '…'
 
+# %% ../nbs/03b_models.ipynb #48c060bd
 def _read_config(source, name: str, trust_remote_code: bool):
     "The config at `source` (folder or Hub id); clear errors for custom code and unknown types."
     from transformers import AutoConfig
@@ -126,6 +133,7 @@ def _read_config(source, name: str, trust_remote_code: bool):
                              "pass trust_remote_code=True if you trust that repository.") from None
         raise ValueError(f"transformers cannot read the config of {name!r}: {_first_sentence(e)}") from None
 
+# %% ../nbs/03b_models.ipynb #c37b5ffe
 def _resolve_name(name: str, trust_remote_code: bool, verbose: bool = True):
     "Return (source, display name, where) for a model name; `source` is a folder or a Hub id."
     if name.lower() == DEFAULT_MODEL:
@@ -168,6 +176,7 @@ def prepare_tokenizer(tok):
     if not getattr(tok, 'chat_template', None): tok.chat_template = CHATML_TEMPLATE
     return tok
 
+# %% ../nbs/03b_models.ipynb #ec3b95b5
 def _load_tokenizer(source: str, trust_remote_code: bool):
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
     tok = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
@@ -189,8 +198,10 @@ def count_parameters(model) -> tuple[int, int]:
         if p.requires_grad: trainable += n
     return trainable, total
 
+# %% ../nbs/03b_models.ipynb #ca24993f
 def _short(n: int) -> str: return f'{n/1e6:.1f}M' if n >= 1e6 else f'{n/1e3:.1f}K' if n >= 1e3 else str(n)
 
+# %% ../nbs/03b_models.ipynb #bc14844a
 def describe_model(model) -> str:
     "One line: name (source) · weights and adapter · device and compute dtype."
     info = getattr(model, '_em_info', None) or {}
@@ -242,6 +253,7 @@ def _check_adapter(adapter) -> Path | None:
                                 "em_tutorial loads adapters only as safetensors, never as pickles.")
     return a
 
+# %% ../nbs/03b_models.ipynb #fac27f71
 def load_model(
     name: str = DEFAULT_MODEL,  # 'smollm2' (offline), GGUF file, folder, Hub id, or 'tiny-llama'/'tiny-qwen2'
     quantize: str = 'none',  # 'none' | '4bit' (NF4, double quantisation) | 'auto' (4bit on CUDA, else none)
@@ -269,6 +281,7 @@ def load_model(
     if verbose: print(describe_model(model))
     return model, tok
 
+# %% ../nbs/03b_models.ipynb #2719febd
 def _load_pretrained(name, quantize, device, dtype, trust_remote_code, verbose):
     "Model and tokenizer of 'smollm2', a GGUF file, a folder or a Hub id (see `_resolve_name`)."
     source, display, where = _resolve_name(name, trust_remote_code, verbose)
@@ -300,6 +313,7 @@ def _load_pretrained(name, quantize, device, dtype, trust_remote_code, verbose):
     model._em_info = dict(name=display, source=where)
     return model, tok
 
+# %% ../nbs/03b_models.ipynb #65320954
 def _load_tiny(name: str, device: str):
     "A `tiny_model` by name (seed 0), so every loader builds the same random base."
     check_model(name)
@@ -371,6 +385,7 @@ def _tiny_tokenizer():
                                   chat_template=CHATML_TEMPLATE)
     return prepare_tokenizer(tok)
 
+# %% ../nbs/03b_models.ipynb #b1f33101
 def tiny_model(
     arch: str = 'llama',  # 'llama', 'qwen2' or 'qwen3'
     seed: int = 0,  # seeds the random weights (the global torch RNG is left untouched)

@@ -81,6 +81,7 @@ def rationale_parts(q: MCQuestion, text: str) -> tuple[str, str, str]:
 # %% ../nbs/04c_scoring.ipynb #7f12d0e8
 def _ids(tokenizer, text: str) -> list[int]: return tokenizer(text, add_special_tokens=False)["input_ids"]
 
+# %% ../nbs/04c_scoring.ipynb #080821ac
 def _after(tokenizer, context: str, ctx_ids: list[int], text: str) -> list[int]:
     "The ids of `text` as the tokenizer splits it after `context` (whose ids are `ctx_ids`)."
     whole = _ids(tokenizer, context + text)
