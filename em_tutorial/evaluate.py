@@ -8,6 +8,7 @@ Docs: https://em-tutorial.github.io/em_tutorial/evaluate.html.md"""
 from __future__ import annotations
 import math, time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from statistics import NormalDist
@@ -378,15 +379,22 @@ def evaluate_cot(model,                     # a causal LM with a chat template (
                  batch_size: int|None=None, # generation batch size; None: the backend's choice
                  seed: int=0,               # seed of the bootstrap (greedy decoding has no randomness)
                  progress: bool=True,       # show a progress bar
+                 done: dict|None=None,      # question id → Completion already made (not generated again)
+                 # called as on_completion(question, Completion) the moment each completion is finished
+                 on_completion: Callable|None=None,
                 ) -> EvalResult:
     "Greedy CoT accuracy without hint, with strict/flexible parsing, lengths and 95% intervals."
     from em_tutorial.generate import generate
-    questions = _check_questions(questions)
-    prompts = [build_prompt(q, tokenizer, hint=False) for q in questions]
+    questions, done = _check_questions(questions), dict(done or {})
+    todo = [q for q in questions if q.id not in done]
+    def finish(i, cs):
+        done[todo[i].id] = cs[0]
+        if on_completion is not None: on_completion(todo[i], cs[0])
     t0 = time.time()
-    outs = generate(model, tokenizer, prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens, seed=seed,
-                    batch_size=batch_size, stop=answer_stated, progress=progress)
-    res = score_cot(questions, [o[0] for o in outs], seed=seed, tokenizer=tokenizer,
+    generate(model, tokenizer, [build_prompt(q, tokenizer, hint=False) for q in todo], n=1, temperature=0.0,
+             max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, stop=answer_stated,
+             progress=progress, on_done=finish)
+    res = score_cot(questions, [done[q.id] for q in questions], seed=seed, tokenizer=tokenizer,
                     max_new_tokens=max_new_tokens,
                     info={**_model_info(model), "max_new_tokens": max_new_tokens, "decoding": "greedy"})
     res.seconds = round(time.time() - t0, 1)

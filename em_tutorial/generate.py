@@ -344,6 +344,8 @@ def generate(model,                       # a causal LM (plain or peft-wrapped)
              stop: Callable[[str], bool]|None=None, # stop a sequence once stop(its text) holds
              progress: bool=True,         # show a progress bar
              continuous: bool=True,       # refill freed places with waiting rows (False: fixed batches)
+             # called as on_done(i, prompt i's completions) the moment all n of them are finished
+             on_done: Callable[[int, list[Completion]], None]|None=None,
             ) -> list[list[Completion]]:
     "Sample `n` completions per prompt, batched; in prompt order, reproducible for a seed."
     if isinstance(prompts, str): raise ValueError("prompts must be a list of strings; "
@@ -385,7 +387,10 @@ def generate(model,                       # a causal LM (plain or peft-wrapped)
                     rows = progress_bar(rows, total=len(todo), leave=False)
                 oom = False
                 try:
-                    for r, c in rows: out[todo[r][0]][todo[r][1]] = c
+                    for r, c in rows:
+                        i, j = todo[r]; out[i][j] = c
+                        if on_done is not None and all(o is not None for o in out[i]):
+                            on_done(i, out[i] * n if n_dec == 1 and n > 1 else list(out[i]))
                 except torch.OutOfMemoryError:
                     if size == 1: raise
                     oom = True

@@ -78,6 +78,7 @@ def _git_commit() -> str | None:
         return r.stdout.strip() or None if r.returncode == 0 else None
     except Exception: return None
 
+# %% ../nbs/08_runs.ipynb #edfa2708
 def _versions() -> dict:
     from importlib.metadata import version, PackageNotFoundError
     out = {"python": platform.python_version()}
@@ -90,6 +91,7 @@ def _versions() -> dict:
 def _contents(run_dir: Path) -> list[Path]:
     return [p for p in run_dir.iterdir() if p.name != LOCK_FILE] if run_dir.is_dir() else []
 
+# %% ../nbs/08_runs.ipynb #0a4c84d3
 def prepare_run_dir(config: dict,            # the run's config as a dict (`EMConfig.to_dict()`)
                     run_dir,                 # the run folder
                     overwrite: bool = False, # wipe a folder that holds another run
@@ -176,6 +178,7 @@ def _round_numbers(run_dir) -> list[int]:
           if (m := re.fullmatch(r"round_(\d+)", p.name))]
     return sorted(ks)
 
+# %% ../nbs/08_runs.ipynb #6bea429f
 def finished_rounds(run_dir) -> list[int]:
     "The finished rounds k >= 1 of a run folder, sorted."
     return [k for k in _round_numbers(run_dir) if k > 0 and round_finished(run_dir, k)]

@@ -1,7 +1,7 @@
 """A test sampler for `run_em` mechanics, registered as 'accept_all' by the driver scripts:
 one sample per question, keyed by (seed, question id), always accepted with the correct answer (a random tiny
 model never gets an answer right, and training needs accepted traces). `ACCEPT_ALL_DELAY` (seconds) slows
-each call, so a test can kill a run mid-chunk."""
+each trace, so a test can kill a run in the middle of the sampler's one `generate` call."""
 import os, time
 from em_tutorial.data import build_prompt
 from em_tutorial.generate import generate
@@ -10,16 +10,22 @@ from em_tutorial.em import derive_seed
 
 
 def accept_all(model, tokenizer, questions, *, temperature, top_p, max_new_tokens, seed, batch_size=None,
-               progress=False):
-    "One sample per question, always accepted with the correct answer."
+               progress=False, on_trace=None):
+    "One sample per question, always accepted with the correct answer; each trace handed to `on_trace`."
+    seeds = seed if isinstance(seed, list) else [seed] * len(questions)
     prompts = [build_prompt(q, tokenizer) for q in questions]
-    outs = generate(model, tokenizer, prompts, n=1, temperature=temperature, top_p=top_p,
-                    max_new_tokens=max_new_tokens, seed=[derive_seed(seed, 0, q.id) for q in questions],
-                    batch_size=batch_size, progress=False)
-    time.sleep(float(os.environ.get("ACCEPT_ALL_DELAY", "0")))
-    return [Trace(qid=q.id, prompt=p, hinted=False, rationale=o[0].text, answer=q.answer, correct=True,
-                  accepted=True, tries=1, tokens=o[0].n_tokens, train_prompt=p, restates_hint=False)
-            for q, p, o in zip(questions, prompts, outs)]
+    traces = [None] * len(questions)
+    def finish(i, cs):
+        q, p = questions[i], prompts[i]
+        time.sleep(float(os.environ.get("ACCEPT_ALL_DELAY", "0")))   # a slow sampler, to be killed mid-call
+        traces[i] = Trace(qid=q.id, prompt=p, hinted=False, rationale=cs[0].text, answer=q.answer,
+                          correct=True, accepted=True, tries=1, tokens=cs[0].n_tokens, train_prompt=p,
+                          restates_hint=False)
+        if on_trace is not None: on_trace(traces[i])
+    generate(model, tokenizer, prompts, n=1, temperature=temperature, top_p=top_p,
+             max_new_tokens=max_new_tokens, seed=[derive_seed(s, 0, q.id) for s, q in zip(seeds, questions)],
+             batch_size=batch_size, progress=False, on_done=finish)
+    return traces
 
 
 def driver(config: str) -> str:

@@ -164,6 +164,13 @@ def test_evaluate_cot_on_noise_model(tiny, questions):
     from em_tutorial.data import answer_stated
     assert (res.cut_share == sum(r["cut"] for r in res.rows) / 3
             == sum(r["n_tokens"] == 6 and not answer_stated(r["text"]) for r in res.rows) / 3)
+    # a resumed evaluation: completions already made are scored, not made again; new ones are handed over
+    from em_tutorial.generate import Completion
+    made = {r["qid"]: Completion(r["text"], r["n_tokens"]) for r in res.rows[:2]}
+    handed = []
+    again = evaluate_cot(model, tok, questions, max_new_tokens=6, progress=False, done=made,
+                         on_completion=lambda q, c: handed.append((q.id, c.text)))
+    assert handed == [(res.rows[2]["qid"], res.rows[2]["text"])] and again.rows == res.rows
 
 
 # --- run folders --------------------------------------------------------------------------------------------

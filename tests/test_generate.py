@@ -122,6 +122,20 @@ def test_per_prompt_seeds_do_not_depend_on_neighbours(tiny):
     assert both[1] == alone[0]
 
 
+def test_on_done_hands_over_each_prompt_once_as_it_finishes(tiny):
+    """`on_done(i, completions)` fires once per prompt, when its last sample ends (batch 2: the others
+    wait), with what `generate` returns; greedy decoding hands over n copies, as it returns them."""
+    model, tok = tiny
+    seen = []
+    out = generate(model, tok, PROMPTS, n=2, seed=3, batch_size=2, on_done=lambda i, cs: seen.append((i, cs)),
+                   **SAMPLE)
+    assert sorted(i for i, _ in seen) == [0, 1, 2] and all(cs == out[i] for i, cs in seen)
+    seen.clear()
+    out = generate(model, tok, PROMPTS, n=2, max_new_tokens=8, progress=False,
+                   on_done=lambda i, cs: seen.append((i, cs)))
+    assert sorted(i for i, _ in seen) == [0, 1, 2] and all(cs == out[i] and len(cs) == 2 for i, cs in seen)
+
+
 def test_prompt_order_is_kept(tiny):
     model, tok = tiny
     fwd = generate(model, tok, PROMPTS, max_new_tokens=8, progress=False)

@@ -76,7 +76,8 @@ def _rows_csv(path: Path) -> list[dict]:
 
 def test_two_process_run_killed_while_sampling_resumes_in_one(tmp_path, single):
     run = tmp_path/"run"
-    rc, out = _run(tmp_path, run, processes=2, kill_at="round1.chunk1")   # chunk 1 belongs to process 1
+    # process 1 (questions 2, 3, 6 and 7: seed blocks 1 and 3), after its first trace
+    rc, out = _run(tmp_path, run, processes=2, kill_at="round1.trace1.rank1")
     assert rc != 0 and not (run/"round_1"/"sampled.done").exists(), out
     assert (run/"round_1"/"traces.rank1.jsonl").exists()
     rc, out = _run(tmp_path, run)   # resume with one process

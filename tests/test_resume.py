@@ -22,7 +22,7 @@ def _run(tmp_path, run_dir, kill_at=None, slow=0.0, wait=True):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     env.pop("EM_TUTORIAL_KILL_AT", None)
     if kill_at: env["EM_TUTORIAL_KILL_AT"] = kill_at
-    env["ACCEPT_ALL_DELAY"] = str(slow)   # lets a test SIGKILL the process while a chunk is being sampled
+    env["ACCEPT_ALL_DELAY"] = str(slow)   # lets a test SIGKILL the process while the round is being sampled
     p = subprocess.Popen([sys.executable, str(script), str(run_dir)], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if not wait: return p
@@ -87,18 +87,20 @@ def test_reference_run_trains(reference):
     assert all(r["accepted"] for r in reference["traces1"])
 
 
-@pytest.mark.parametrize("kill_at", ["round1.chunk1", "round1.train", "round1.eval", "round1.metrics",
-                                     "round2.chunk0"])
+# trace4 and eval1 fall inside one `generate` call (of the round's six questions, of its two held-out ones)
+@pytest.mark.parametrize("kill_at", ["round1.trace4", "round1.train", "round1.eval1", "round1.eval",
+                                     "round1.metrics", "round2.trace1"])
 def test_kill_and_resume(tmp_path, reference, kill_at):
     run = tmp_path/"run"
     rc, out = _run(tmp_path, run, kill_at)
     assert rc == 137, out
     k = int(kill_at[5])
     rd = run/f"round_{k}"
-    if "chunk" in kill_at:
-        c = int(kill_at[-1])
-        assert len((rd/"traces.jsonl").read_text().splitlines()) == 2 * (c + 1)
+    if "trace" in kill_at:                                            # the traces finished so far are on disk
+        assert len((rd/"traces.jsonl").read_text().splitlines()) == int(kill_at.split("trace")[1])
         assert not (rd/"sampled.done").exists()
+    if kill_at.endswith("eval1"):                                     # and the completions finished so far
+        assert len((rd/"eval.rank0.jsonl").read_text().splitlines()) == 1
     if "train" in kill_at:
         assert (rd/"sampled.done").exists() and not (rd/"trained.done").exists()
         assert not (rd/"adapter").exists() and (rd/"train_log.csv").exists()
@@ -118,7 +120,7 @@ def test_torn_trace_line(tmp_path, reference):
     """A kill in the middle of writing a trace line leaves half a line; the rerun cuts it off and redoes
     that question."""
     run = tmp_path/"run"
-    rc, out = _run(tmp_path, run, "round1.chunk1")
+    rc, out = _run(tmp_path, run, "round1.trace4")
     assert rc == 137, out
     f = run/"round_1"/"traces.jsonl"
     lines = f.read_text().splitlines(keepends=True)
@@ -129,7 +131,7 @@ def test_torn_trace_line(tmp_path, reference):
 
 
 def test_sigkill_while_sampling(tmp_path, reference):
-    """A real SIGKILL from outside, once the first chunk is on disk and sampling is not finished (chunks
+    """A real SIGKILL from outside, once two traces are on disk and sampling is not finished (each trace
     slowed down)."""
     run = tmp_path/"run"
     p = _run(tmp_path, run, slow=1.5, wait=False)
@@ -217,7 +219,7 @@ def test_pps_iw_and_the_objective_resume(tmp_path):
                            text=True, timeout=300)
         return p.returncode, p.stdout + p.stderr
     assert run(tmp_path/"ref")[0] == 0
-    for kill_at in ("round1.chunk0", "round1.eval"):
+    for kill_at in ("round1.trace1", "round1.eval"):
         folder = tmp_path/kill_at
         rc, out = run(folder, kill_at)
         assert rc == 137, out
@@ -229,3 +231,35 @@ def test_pps_iw_and_the_objective_resume(tmp_path):
     traces = [json.loads(l) for l in (tmp_path/"ref"/"round_1"/"traces.jsonl").read_text().splitlines()]
     assert len(traces) == 4 and all(t["hinted"] and t["tries"] == 3 and t["ess"] is not None for t in traces)
 
+
+REAL_SAMPLER = ("import sys\nfrom em_tutorial.em import EMConfig, run_em\n"
+                "run_em(EMConfig(model='tiny-llama', sampler=sys.argv[2], rounds=1, n_train=6, n_eval=4, "
+                "budget=2, max_new_tokens=10, chunk_size=2, seed=7), sys.argv[1], progress=False)\n")
+
+
+@pytest.mark.parametrize("sampler", ["rejection", "star", "pps"])
+def test_real_sampler_killed_mid_call_resumes_to_the_same_traces(tmp_path, sampler):
+    """Each round's questions go to the sampler in one call (its `generate` calls take all six); a kill
+    after the third trace is written lands inside that call, and so does a kill after the second held-out
+    completion. The rerun samples only what is missing and ends with the files of an uninterrupted run."""
+    script = tmp_path/"real.py"; script.write_text(REAL_SAMPLER)
+    def run(folder, kill_at=None):
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+        env.pop("EM_TUTORIAL_KILL_AT", None)
+        if kill_at: env["EM_TUTORIAL_KILL_AT"] = kill_at
+        p = subprocess.run([sys.executable, str(script), str(folder), sampler], env=env,
+                           capture_output=True, text=True, timeout=300)
+        return p.returncode, p.stdout + p.stderr
+    rc, out = run(tmp_path/"ref")
+    assert rc == 0, out
+    read = lambda f, name: [json.loads(l) for l in (f/"round_1"/name).read_text().splitlines()]
+    for kill_at, partial, n in (("round1.trace3", "traces.jsonl", 3),
+                                ("round1.eval2", "eval.rank0.jsonl", 2)):
+        folder = tmp_path/kill_at
+        rc, out = run(folder, kill_at)
+        assert rc == 137, out
+        assert len(read(folder, partial)) == n                           # what was finished before the kill
+        rc, out = run(folder)
+        assert rc == 0, out
+        for name in ("traces.jsonl", "eval.jsonl"):
+            _same(read(folder, name), read(tmp_path/"ref", name), f"{kill_at}/{name}")

@@ -31,13 +31,14 @@ class CannedGenerate:
         self.by_seed = {question_seed(seed, q.id, h, a): (q.id, h, a)
                         for q in questions for h in (False, True) for a in range(10)}
 
-    def __call__(self, model, tokenizer, prompts, n=1, seed=0, **kw):
+    def __call__(self, model, tokenizer, prompts, n=1, seed=0, on_done=None, **kw):
         keys = [self.by_seed[s] for s in seed]
         self.calls.append(keys)
         out = []
-        for qid, hinted, attempt in keys:
+        for i, (qid, hinted, attempt) in enumerate(keys):
             text = self.script.get((qid, hinted, attempt), self.wrong)
             out.append([Completion(text + " trailing words", len(text.split()) + 2)])
+            if on_done is not None: on_done(i, out[-1])   # as `generate` does, as each finishes
         return out
 
 
@@ -49,7 +50,9 @@ def test_rejection_accounting(tok, monkeypatch):
     right = "Because. The answer is (B)."
     fake = CannedGenerate(qs, {("q0", False, 0): right, ("q1", False, 2): right})
     monkeypatch.setattr(S, "generate", fake)
-    tr = rejection_sample(None, tok, qs, budget=4)
+    handed = []
+    tr = rejection_sample(None, tok, qs, budget=4, on_trace=handed.append)
+    assert handed == tr   # each trace handed over once, when final: q0 at try 1, q1 at 3, q2 at 4
     assert [t.tries for t in tr] == [1, 3, 4]
     assert [t.accepted for t in tr] == [True, True, False]
     w = cost(fake.wrong)
@@ -67,7 +70,9 @@ def test_star_uses_the_hint_only_on_failure(tok, monkeypatch):
     right, restated = "Because. The answer is (B).", "The correct answer is (B). The answer is (B)."
     fake = CannedGenerate(qs, {("q0", False, 0): right, ("q1", True, 0): right, ("q2", True, 0): restated})
     monkeypatch.setattr(S, "generate", fake)
-    tr = star_sample(None, tok, qs)
+    handed = []
+    tr = star_sample(None, tok, qs, on_trace=handed.append)
+    assert handed == tr   # q0 after the first pass, the others after their rationalization
     assert [t.hinted for t in tr] == [False, True, True, True]
     assert [t.tries for t in tr] == [1, 2, 2, 2]
     assert [t.correct for t in tr] == [True, True, True, False]
