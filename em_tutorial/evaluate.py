@@ -134,6 +134,7 @@ class EvalResult:
 # %% ../nbs/07a_evaluate.ipynb #7879e0fa
 def _ci(x): return None if x is None else (round(x[0], 4), round(x[1], 4))
 
+# %% ../nbs/07a_evaluate.ipynb #c79522c0
 def _accuracy(correct, n_boot=2000, seed=0):
     "Mean and bootstrap interval of 0/1 outcomes."
     return float(np.mean(correct)), _ci(bootstrap_ci(correct, n_boot=n_boot, seed=seed))
@@ -164,6 +165,7 @@ def _mmlu_description(q: MCQuestion, kind: str) -> str:
     return (f"The following are {kind} (with answers) about {q.subject.replace('_', ' ')}.\n\n"
             if q.subject else "")
 
+# %% ../nbs/07a_evaluate.ipynb #03980a83
 def loglik_requests(q: MCQuestion,              # the question
                     method: str="choice_text",  # 'choice_text' or 'letter'
                    ) -> list[tuple[str, str]]:

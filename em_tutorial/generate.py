@@ -37,6 +37,7 @@ def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
     "(x * c) mod 2**32 for int64 `x` in [0, 2**32), in 16-bit halves so int64 never overflows."
     return ((((x * (c >> 16)) & 0xFFFF) << 16) + x * (c & 0xFFFF)) & _M32
 
+# %% ../nbs/04b_generate.ipynb #1e0ba0c2
 def _mix32(x: torch.Tensor) -> torch.Tensor:
     "The lowbias32 integer hash, elementwise on int64 tensors holding 32-bit values."
     x = x ^ (x >> 16); x = _mul32(x, 0x7FEB352D)
@@ -142,6 +143,7 @@ def _dequantize(layer, dtype):
     from bitsandbytes.functional import dequantize_4bit
     return dequantize_4bit(layer.weight.data, layer.weight.quant_state).to(dtype)
 
+# %% ../nbs/04b_generate.ipynb #ed346b88
 def _check_dequantized(layer, weight, name: str):
     "Raise `LayoutMismatch` unless `weight` gives `layer`'s 4-bit forward on a random input."
     import bitsandbytes as bnb

@@ -138,6 +138,7 @@ def _check_questions(questions) -> list:
                          "load them with em_tutorial.data.load_questions.")
     return questions
 
+# %% ../nbs/05_samplers.ipynb #47218beb
 def _call_seeds(seed, questions: list) -> list[int]:
     "One call seed per question: `seed` for all, or `seed` as given per question."
     if not isinstance(seed, (list, tuple)): return [seed] * len(questions)
@@ -146,6 +147,7 @@ def _call_seeds(seed, questions: list) -> list[int]:
                          "pass one per question or a single int.")
     return list(seed)
 
+# %% ../nbs/05_samplers.ipynb #32ff129b
 def _no_callback(trace) -> None: pass
 
 # %% ../nbs/05_samplers.ipynb #acf94dd7
