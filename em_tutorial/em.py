@@ -28,8 +28,8 @@ from .runs import (ADAPTER_DIR, EVAL_FILE, TRACES_FILE, TRAIN_LOG, RunLock, fini
                               write_round_metrics)
 
 # %% auto #0
-__all__ = ['OBJECTIVE_FILE', 'EMConfig', 'derive_seed', 'sampler_options', 'mstep_options', 'lora_options', 'run_em',
-           'evaluate_run']
+__all__ = ['OBJECTIVE_FILE', 'EMConfig', 'derive_seed', 'sampler_options', 'mstep_options', 'lora_options',
+           'expected_generations', 'run_em', 'evaluate_run']
 
 # %% ../nbs/09_em.ipynb #ea8f6852
 @dataclass
@@ -173,15 +173,12 @@ def lora_options(config: EMConfig) -> dict:
     return dict(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
 
 # %% ../nbs/09_em.ipynb #2f53d13a
-def _merge_shards(path: Path, shards: list, order: dict) -> None:
-    "Fold per-process `shards` into `path`, first row per qid, in question order; delete them."
-    # shards: per-process JSONL files; of several rows for one qid, the first wins
+def _merged_traces(path: Path, shards: list, order: dict) -> list[dict]:
+    "The rows of `path` and the per-process `shards`, first row per qid, in question order."
     rows = {}
     for p in [path, *shards]:
         for r in read_jsonl(p): rows.setdefault(r["qid"], r)
-    ordered = sorted(rows.values(), key=lambda r: order.get(r["qid"], len(order)))
-    write_jsonl(path, ordered)
-    for p in shards: p.unlink()
+    return sorted(rows.values(), key=lambda r: order.get(r["qid"], len(order)))
 
 # %% ../nbs/09_em.ipynb #b0a2cbb9
 def _sample_round(policy, config: EMConfig, folder: Path, k: int, questions: list, log) -> list:
@@ -210,13 +207,17 @@ def _sample_round(policy, config: EMConfig, folder: Path, k: int, questions: lis
         if is_main_process():
             # into question order (also the files of an interrupted multi-process run)
             order = {q.id: i for i, q in enumerate(questions)}
-            _merge_shards(path, sorted(folder.glob("traces.rank*.jsonl")), order)
-            # the hint leakage of what the M-step gets: score the accepted traces not yet scored
-            traces = score_accepted(policy(), policy.tokenizer, questions,
-                                    [Trace.from_dict(r) for r in read_jsonl(path)])
+            shards = sorted(folder.glob("traces.rank*.jsonl"))
+            rows = _merged_traces(path, shards, order)
+            # the hint leakage of what the M-step gets: score the accepted traces not yet scored, then
+            # write the file once; the shards go after it (a kill before the write merges them again)
+            t1 = time.time()
+            traces = score_accepted(policy(), policy.tokenizer, questions, [Trace.from_dict(r) for r in rows])
             write_jsonl(path, [t.to_dict() for t in traces])
+            for p in shards: p.unlink()
             mark_step(folder, "sampled", {"n_traces": len(traces), "n_new": len(traces) - n_before,
-                                          "seconds": round(time.time() - t0, 2), "processes": n_proc})
+                                          "seconds": round(time.time() - t0, 2),
+                                          "scoring_seconds": round(time.time() - t1, 2), "processes": n_proc})
     barrier()
     by_qid = {}
     for r in read_jsonl(path): by_qid.setdefault(r["qid"], r)  # first trace of a qid wins (there is only one)
@@ -283,7 +284,9 @@ def _round_info(config: EMConfig, folder: Path, traces: list) -> dict:
                                           config.max_new_tokens),
             "sampler_stats": sampler_stats(traces) if traces else {}, "train": trained.get("train"),
             "continue_adapter": config.continue_adapter,
-            "seconds": {"sample": sampled.get("seconds"), "train": trained.get("seconds")}}
+            # sample_scoring: the part of `sample` spent scoring the accepted traces' hint leakage
+            "seconds": {"sample": sampled.get("seconds"), "sample_scoring": sampled.get("scoring_seconds"),
+                        "train": trained.get("seconds")}}
 
 # %% ../nbs/09_em.ipynb #e46bd769
 OBJECTIVE_FILE = "objective.jsonl"   # per held-out question: the estimates of log p(y*|x)
@@ -318,8 +321,10 @@ def _evaluate(policy, config: EMConfig, run_dir: Path, k: int, eval_qs: list, in
                                **opts)
         ev = res.summary()
         write_jsonl(folder/EVAL_FILE, res.rows)
+        t1 = time.time()
         answer_only = loglik_accuracy(policy(), policy.tokenizer, eval_qs, method="letter", seed=config.seed,
                                       progress=False)                  # the same model, no rationale
+        t_ans = time.time() - t1
         objective = None
         if config.objective_k:  # the EM objective, estimated on the first objective_n questions
             obj = estimate_objective(policy(), policy.tokenizer, eval_qs[:config.objective_n],
@@ -327,7 +332,9 @@ def _evaluate(policy, config: EMConfig, run_dir: Path, k: int, eval_qs: list, in
                                      seed=config.seed, batch_size=config.gen_batch_size)
             write_jsonl(folder/OBJECTIVE_FILE, obj); objective = summarise_objective(obj)
         maybe_kill(f"round{k}.eval")
-        seconds = {**info.get("seconds", {}), "eval": round(time.time() - t0, 2)}
+        # eval: the whole evaluation; eval_answer_only: its part spent on the answer-only accuracy
+        seconds = {**info.get("seconds", {}), "eval": round(time.time() - t0, 2),
+                   "eval_answer_only": round(t_ans, 2)}
         write_round_metrics(run_dir, k, {**info, "round": k, "eval": ev, "answer_only": answer_only.summary(),
                                          "objective": objective, "seconds": seconds})
         for p in folder.glob("eval.rank*.jsonl"): p.unlink()
@@ -341,14 +348,19 @@ _E_STEP_FACTOR = 2.2   # E-step seconds per generation / greedy answer seconds, 
 def _duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
+# %% ../nbs/09_em.ipynb #a7c7df61
+def expected_generations(config: EMConfig, accuracy: float) -> float:
+    "Generations per question of the E-step when a try is right with chance `accuracy`."
+    miss = 1 - accuracy
+    return {"rejection": sum(miss ** t for t in range(config.budget)), "star": 1 + miss,
+            "pps_iw": config.budget}.get(config.sampler, 1)
+
 # %% ../nbs/09_em.ipynb #11b0b22f
 def _estimate(config: EMConfig, run_dir: Path) -> str|None:
     "A rough time per round, from round 0's evaluation (None if it recorded no time)."
     m = read_round_metrics(run_dir, 0)
     if not (m.get("seconds") or {}).get("eval") or not m["eval"].get("n"): return None
-    per_q, miss = m["seconds"]["eval"] / m["eval"]["n"], 1 - m["eval"]["accuracy"]
-    gens = {"rejection": sum(miss ** t for t in range(config.budget)), "star": 1 + miss,
-            "pps_iw": config.budget}.get(config.sampler, 1)
+    per_q, gens = m["seconds"]["eval"] / m["eval"]["n"], expected_generations(config, m["eval"]["accuracy"])
     e, v = config.n_train * gens * per_q * _E_STEP_FACTOR, config.n_eval * per_q
     return (f"estimate: E-step ~{_duration(e)} ({config.n_train} questions × {gens:.1f} generations), "
             f"evaluation ~{_duration(v)} ({per_q:.2f} s per answer in round 0), plus the M-step, per round")
@@ -385,7 +397,8 @@ def run_em(config: EMConfig,        # the run's configuration (or a dict of its 
             traces = _sample_round(policy, config, folder, k, train_qs, log)      # E-step
             _train_round(policy, config, folder, k, traces, prev, log)            # M-step
             _evaluate(policy, config, run_dir, k, eval_qs, _round_info(config, folder, traces), log)
-            took = sum(filter(None, read_round_metrics(run_dir, k)["seconds"].values()))   # its three steps
+            sec = read_round_metrics(run_dir, k)["seconds"]
+            took = sum(filter(None, (sec.get(s) for s in ("sample", "train", "eval"))))   # its three steps
             left = config.rounds - k
             log(f"round {k} took {_duration(took)}"
                 + (f"; {left} more: ~{_duration(left * took)}" if left else ""))
