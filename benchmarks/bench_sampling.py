@@ -30,11 +30,12 @@ training questions of `--round-dataset` (arithmetic by default) and `--round-eva
 phase's seconds, generated tokens and tok/s, and the E-step's and evaluation's tok/s as a share of the
 throughput job's generated tok/s (goal: 80 %; `--round-questions 0` skips the round). Each phase is also given
 without the scoring it does besides generating (the E-step's hint-leakage scores, the evaluation's answer-only
-accuracy) and priced in FLOPs like the throughput job, because a task with long prompts and short answers
-(arithmetic: ~175 prompt tokens, ~20 generated) spends more per generated token than ARC's (~110 and ~50): its
-GFLOP/s as a share of the throughput job's compares the two on equal terms. And run_em's estimate of the
-E-step (`_E_STEP_FACTOR`) is checked against the measured time. The JSON's `goals` says, for each goal (also
-the roofline fraction's 70 %), what was measured and by how much it falls short.
+accuracy) and priced in FLOPs like the throughput job (the prompts' common prefix counted once, as the backend
+prefills it), because a task with long prompts and short answers (arithmetic: ~175 prompt tokens, ~20
+generated) spends more per generated token than ARC's (~110 and ~50): its GFLOP/s as a share of the throughput
+job's compares the two on equal terms. And run_em's estimate of the E-step (`_E_STEP_FACTOR`) is checked
+against the measured time. The JSON's `goals` says, for each goal (also the roofline fraction's 70 %), what
+was measured and by how much it falls short.
 Writes benchmarks/results/<device>-<model>.json.
 """
 import argparse, json, platform, sys, time
@@ -45,6 +46,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from em_tutorial.data import load_questions, build_prompt, truncate_after_answer, answer_stated
 from em_tutorial.generate import generate, auto_batch_size
+from em_tutorial.kvcache import shared_prefix
 
 SHAPES = {  # real shapes, random init, no download
     "qwen2.5-0.5b": dict(model_type="qwen2", vocab_size=151936, hidden_size=896, intermediate_size=4864,
@@ -154,8 +156,9 @@ def matmul_rate(model, rows=(64, 128, 256, 512, 1024), repeats=3) -> dict:
             out[m] = flop * m / best
     return out
 
-def job_flops(model, prompt_lens, gen_lens) -> float:
+def job_flops(model, prompt_lens, gen_lens, shared: int=0) -> float:
     "FLOPs the sampling job needs: the prompt passes and one forward per later generated token."
+    # shared: leading prompt tokens common to all prompts, prefilled once by the backend (not counted per row)
     # each prompt once (no padding, logits for its last position only), then one forward per generated token
     # after the first (the first comes from the prompt pass): every linear layer, the attention scores and
     # weighted values (2 x 2 x heads x head size per key), the output layer.
@@ -168,7 +171,7 @@ def job_flops(model, prompt_lens, gen_lens) -> float:
     attn = 4 * cfg.num_hidden_layers * cfg.num_attention_heads * head_dim   # per (query, key) pair
     total = 0
     for P, n in zip(prompt_lens, gen_lens):
-        total += P * body + head + attn * P * (P + 1) // 2                  # prompt pass, causal
+        total += (P - shared) * body + head + attn * (P * (P + 1) - shared * (shared + 1)) // 2  # prompt pass
         # token t attends P + t keys
         total += (n - 1) * (body + head) + attn * sum(P + t for t in range(1, n))
     return float(total)
@@ -192,14 +195,19 @@ def em_round(args, model, tok, throughput_gflops: float) -> dict:
     sec = m["seconds"]
     # the prompt lengths, to price each phase's work in FLOPs as the throughput job is priced
     data = dict(source=cfg.source, seed=cfg.seed, instruction=cfg.instruction, hint_style=cfg.hint_style)
-    ids = lambda q: tok(build_prompt(q, tok, hint=False), add_special_tokens=False)["input_ids"]
-    plen = lambda split, n: {q.id: len(ids(q)) for q in load_questions(cfg.dataset, split, n=n, **data)}
-    train_len, eval_len = plen("train", cfg.n_train), plen(cfg.eval_split, cfg.n_eval)
+    def plen(split, n):   # each question's prompt length, and the prefix they all share (prefilled once)
+        ids = {q.id: tok(build_prompt(q, tok, hint=False), add_special_tokens=False)["input_ids"]
+               for q in load_questions(cfg.dataset, split, n=n, **data)}
+        return {k: len(v) for k, v in ids.items()}, shared_prefix(list(ids.values()))
+    train_len, train_shared = plen("train", cfg.n_train)
+    eval_len, eval_shared = plen(cfg.eval_split, cfg.n_eval)
     # E-step: every try of a question re-reads its prompt; its tokens are all its tries' generated tokens
     traces, evals = read_jsonl(rd/"traces.jsonl"), read_jsonl(rd/"eval.jsonl")
     e_flop = sum(job_flops(model, [train_len[t["qid"]]] * t["tries"],
-                           [max(1, t["tokens"] // max(1, t["tries"]))] * t["tries"]) for t in traces)
-    v_flop = job_flops(model, [eval_len[r["qid"]] for r in evals], [max(1, r["n_tokens"]) for r in evals])
+                           [max(1, t["tokens"] // max(1, t["tries"]))] * t["tries"], train_shared)
+                 for t in traces)
+    v_flop = job_flops(model, [eval_len[r["qid"]] for r in evals], [max(1, r["n_tokens"]) for r in evals],
+                       eval_shared)
     def phase(s, n, prompt_tokens, flop, overhead):
         # generation alone: the phase's seconds less the scoring it also does (hint leakage, answer-only)
         gen = s - (overhead or 0)
@@ -272,9 +280,11 @@ def main():
     res["ratio_continuous_over_fixed64"] = round(f_time / e_time, 2)
     rates = matmul_rate(model)
     best = max(rates, key=rates.get)
-    plens = [len(x) for x in tok(prompts, add_special_tokens=False)["input_ids"]]
-    flop = job_flops(model, plens, [n for _, n in e_out])
+    pids = tok(prompts, add_special_tokens=False)["input_ids"]
+    plens, shared = [len(x) for x in pids], shared_prefix(pids)
+    flop = job_flops(model, plens, [n for _, n in e_out], shared)
     res["prompt_tokens_per_generated_token"] = round(sum(plens) / res["backend_raw_tokens"], 2)
+    res["shared_prefix_tokens"] = shared
     res["roofline"] = dict(matmul_gflops_by_rows={m: round(r / 1e9, 1) for m, r in rates.items()},
                            best_rows=best,
                            job_gflop=round(flop / 1e9, 1), backend_gflops=round(flop / e_time / 1e9, 1),
