@@ -18,17 +18,17 @@ from em_tutorial.models import load_model
 def sweep_one(model, tok, dataset: str, args) -> dict:
     "One difficulty's numbers on `args.n` problems of `args.split`."
     qs = load_questions(dataset, args.split, n=args.n, seed=args.seed, instruction=args.instruction)
-    t0 = time.time()
     cot = evaluate_cot(model, tok, qs, max_new_tokens=args.max_new_tokens, seed=args.seed, progress=False)
-    t_cot = time.time() - t0
+    t0 = time.time()
     only = loglik_accuracy(model, tok, qs, method="letter", seed=args.seed, progress=False)
     tokens = sum(r["n_tokens"] for r in cot.rows)
-    return dict(dataset=dataset, split=args.split, n=cot.n, chance=round(cot.chance, 3),
+    # n: as asked (the resume key); n_problems: as found
+    return dict(dataset=dataset, split=args.split, n=args.n, n_problems=cot.n, chance=round(cot.chance, 3),
                 accuracy=cot.accuracy, accuracy_ci=list(cot.accuracy_ci), answer_only_accuracy=only.accuracy,
                 cut_share=cot.cut_share, n_unparsable=cot.n_unparsable, mean_tokens=cot.mean_tokens,
                 rationale_tokens=(cot.diagnostics or {}).get("mean_rationale_tokens"),
-                cot_seconds=round(t_cot, 1), cot_tok_s=round(tokens / t_cot, 1),
-                answer_only_seconds=round(time.time() - t0 - t_cot, 1))
+                cot_seconds=cot.seconds, cot_tok_s=round(tokens / max(cot.seconds, 0.1), 1),
+                answer_only_seconds=round(time.time() - t0, 1))
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
