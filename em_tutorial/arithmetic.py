@@ -141,11 +141,19 @@ def _nearmiss_problems(rng, split, steps, digits, ops, n, name) -> list[dict]:
 @functools.lru_cache(maxsize=64)
 def _generated(split, steps, digits, ops, choices, n, name) -> tuple:
     "`arithmetic_problems`, computed once per process (a name always gives the same problems)."
-    rng = random.Random(seed_hash("arithmetic", split, steps, digits, ops))
+    seed = seed_hash("arithmetic", split, steps, digits, ops)
     if choices == "nearmiss":
-        return tuple(_nearmiss_problems(rng, split, steps, digits, ops, n, name.removesuffix("-nearmiss")))
-    items = [item for quad in choice_quads(_split_problems(rng, split, steps, digits, ops, 4 * n),
-                                           -(-n // 4), rng) for item in quad]
+        return tuple(_nearmiss_problems(random.Random(seed), split, steps, digits, ops, n,
+                                        name.removesuffix("-nearmiss")))
+    want = 4 * n
+    while True:  # a large space spreads its answers thin: draw a larger pool until the quads fill the split
+        rng = random.Random(seed)
+        by_answer = _split_problems(rng, split, steps, digits, ops, want)
+        drawn = sum(map(len, by_answer.values()))
+        quads = choice_quads(by_answer, -(-n // 4), rng)
+        if 4 * len(quads) >= n or drawn < want or want >= 256 * n: break  # full, space used up, or give up
+        want *= 4
+    items = [item for quad in quads for item in quad]
     rng.shuffle(items)
     out = []
     for b, (start, seq) in items[:n]:
@@ -171,8 +179,11 @@ def arithmetic_problems(
     if not ops or set(ops) - set("+-"): raise ValueError(f"ops={ops!r} must be made of '+' and '-'.")
     if choices not in ("pattern", "nearmiss"):
         raise ValueError(f"choices={choices!r} must be 'pattern' or 'nearmiss'.")
-    return [dict(p) for p in _generated(split, steps, digits, ops, choices,
-                                        ARITHMETIC_SIZES[split] if n is None else n, name)]
+    out = [dict(p) for p in _generated(split, steps, digits, ops, choices,
+                                       ARITHMETIC_SIZES[split] if n is None else n, name)]
+    if not out and n != 0:
+        raise ValueError(f"{name!r} makes no {split} problems with {choices!r} choices; choose fewer digits.")
+    return out
 
 # %% ../nbs/02a_arithmetic.ipynb #c0a1b2d2
 # the first choice with the highest key

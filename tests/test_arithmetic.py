@@ -164,3 +164,16 @@ def test_compare_on_arithmetic_records_faithfulness_and_seed(tmp_path):
                            facts, "t") == 0.5
     assert _faithful_share([], facts, "t") is None
     assert [r["method"] for r in seed_summary(tmp_path)] == ["base_round0", "pps_round1"]
+
+
+@pytest.mark.parametrize("name", ["arithmetic-4step-4digit-mixed", "arithmetic-3step-4digit-mixed"])
+def test_a_large_space_fills_every_split_with_the_pattern(name):
+    "Four-digit answers spread thin: the pool grows until the quads fill the split, and the splits stay disjoint."
+    splits = {s: load_questions(name, s) for s in ("train", "validation", "test")}
+    for s, qs in splits.items():
+        assert len(qs) == {"train": 2000, "validation": 500, "test": 500}[s]
+        assert all(int(q.answer_text) == _value(q.question) for q in qs)
+        assert all([int(c) - int(q.choices[0]) for c in q.choices] == list(CHOICE_PATTERN) for q in qs)
+    stems = {s: {q.question for q in qs} for s, qs in splits.items()}
+    assert not (stems["train"] & stems["test"] or stems["train"] & stems["validation"]
+                or stems["validation"] & stems["test"])
