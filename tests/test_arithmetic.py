@@ -168,7 +168,7 @@ def test_compare_on_arithmetic_records_faithfulness_and_seed(tmp_path):
 
 @pytest.mark.parametrize("name", ["arithmetic-4step-4digit-mixed", "arithmetic-3step-4digit-mixed"])
 def test_a_large_space_fills_every_split_with_the_pattern(name):
-    "Four-digit answers spread thin: the pool grows until the quads fill the split, and the splits stay disjoint."
+    "Four-digit answers spread thin: the pool grows until quads fill each split; the splits stay disjoint."
     splits = {s: load_questions(name, s) for s in ("train", "validation", "test")}
     for s, qs in splits.items():
         assert len(qs) == {"train": 2000, "validation": 500, "test": 500}[s]
