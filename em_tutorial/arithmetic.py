@@ -36,8 +36,8 @@ def arithmetic_difficulty(dataset: str) -> dict:
     if m[2]: d["digits"] = int(m[2])
     if m[3]: d["ops"] = "+-"
     if m[4]: d["choices"] = "nearmiss"
-    if not (1 <= d["steps"] <= 4 and 1 <= d["digits"] <= 4):
-        raise ValueError(f"{dataset!r}: steps and digits must be 1 to 4.")
+    if not (1 <= d["steps"] <= 6 and 1 <= d["digits"] <= 4):
+        raise ValueError(f"{dataset!r}: steps must be 1 to 6 and digits 1 to 4.")
     return d
 
 # %% ../nbs/02a_arithmetic.ipynb #8c68d304

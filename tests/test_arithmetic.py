@@ -90,7 +90,7 @@ def test_splits_are_disjoint_and_letters_balanced():
 
 
 def test_bad_names_and_splits_are_one_sentence():
-    with pytest.raises(ValueError, match="1 to 4"): arithmetic_difficulty("arithmetic-7step")
+    with pytest.raises(ValueError, match="steps must be 1 to 6"): arithmetic_difficulty("arithmetic-7step")
     with pytest.raises(ValueError, match="Unknown dataset"): load_questions("arithmetics")
     with pytest.raises(ValueError, match="Unknown split"): arithmetic_problems("dev")
     assert is_arithmetic("arithmetic-2digit") and not is_arithmetic("mmlu")
