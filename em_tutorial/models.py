@@ -328,7 +328,7 @@ def add_lora(
     dropout: float = 0.05,  # dropout on the adapter's input
     target_modules='all-linear',  # which linear layers get an adapter (a peft target spec)
     quantized: bool | None = None,  # prepare a k-bit model for training first; None: detect 4-bit weights
-    gradient_checkpointing: bool | None = None,  # None: on for 4-bit models on CUDA, off otherwise
+    gradient_checkpointing: bool | None = None,  # None: on for 4-bit models on CUDA and models over 1B params
     verbose: bool = True,  # print the one-line description
 ):
     "Wrap `model` with a trainable LoRA adapter (QLoRA if 4-bit); returns the peft model."
@@ -342,7 +342,9 @@ def add_lora(
     info = getattr(model, '_em_info', None)
     if quantized is None: quantized = any(type(m).__name__ == 'Linear4bit' for m in model.modules())
     on_cuda = next(model.parameters()).device.type == 'cuda'
-    if gradient_checkpointing is None: gradient_checkpointing = bool(quantized and on_cuda)
+    if gradient_checkpointing is None:  # a 1.5B model's float32 activations overflowed 23.5 GB in the M-step
+        big = sum(p.numel() for p in model.parameters()) > 1e9
+        gradient_checkpointing = bool(quantized and on_cuda) or big
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', FutureWarning)
         if quantized:
